@@ -1,0 +1,105 @@
+//! The pane's HTTP client for its own origin: `GET /api/v1/pane-config` and
+//! `POST /api/v1/alias`, with the JSON types from `vmr_protocol`.
+
+use vmr_protocol::{AliasRequest, AliasResponse, ApiError, PaneConfig, ALIAS_PATH, PANE_CONFIG_PATH};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+/// How a request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiFailure {
+    /// The server could not be reached, or a proxy said it is down (502–504).
+    Unreachable(String),
+    /// The server answered with an error.
+    Rejected { status: u16, error: ApiError },
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiFailure::Unreachable(why) => write!(f, "server unreachable: {why}"),
+            ApiFailure::Rejected { status, error } => {
+                write!(f, "{} ({status}): {}", error.code, error.message)
+            }
+        }
+    }
+}
+
+fn js_text(v: &JsValue) -> String {
+    v.as_string()
+        .or_else(|| js_sys::JSON::stringify(v).ok().and_then(|s| s.as_string()))
+        .unwrap_or_else(|| "unknown error".into())
+}
+
+async fn send(request: Request) -> Result<(u16, String), ApiFailure> {
+    let window = web_sys::window().ok_or_else(|| ApiFailure::Unreachable("no window".into()))?;
+    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?
+        .dyn_into()
+        .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
+    let text = JsFuture::from(
+        response
+            .text()
+            .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?,
+    )
+    .await
+    .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?
+    .as_string()
+    .unwrap_or_default();
+    Ok((response.status(), text))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, ApiFailure> {
+    if (200..300).contains(&status) {
+        return serde_json::from_str(text).map_err(|e| ApiFailure::Rejected {
+            status,
+            error: ApiError {
+                code: "bad_response".into(),
+                message: format!("the server's answer could not be read: {e}"),
+            },
+        });
+    }
+    if matches!(status, 502..=504) {
+        return Err(ApiFailure::Unreachable(format!("HTTP {status}")));
+    }
+    let error = serde_json::from_str::<ApiError>(text).unwrap_or_else(|_| ApiError {
+        code: format!("http_{status}"),
+        message: text.chars().take(200).collect(),
+    });
+    Err(ApiFailure::Rejected { status, error })
+}
+
+/// `GET /api/v1/pane-config?integration=…`.
+pub async fn pane_config(integration: &str) -> Result<PaneConfig, ApiFailure> {
+    let url = format!(
+        "{PANE_CONFIG_PATH}?integration={}",
+        js_sys::encode_uri_component(integration)
+    );
+    let request =
+        Request::new_with_str(&url).map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
+    let (status, text) = send(request).await?;
+    decode(status, &text)
+}
+
+/// `POST /api/v1/alias` with the Outlook token.
+pub async fn allocate(request: &AliasRequest, token: &str) -> Result<AliasResponse, ApiFailure> {
+    let body = serde_json::to_string(request).map_err(|e| ApiFailure::Rejected {
+        status: 0,
+        error: ApiError {
+            code: "encode".into(),
+            message: e.to_string(),
+        },
+    })?;
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(&body));
+    let request = Request::new_with_str_and_init(ALIAS_PATH, &init)
+        .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
+    let headers = request.headers();
+    let _ = headers.set("Content-Type", "application/json");
+    let _ = headers.set("Authorization", &format!("Bearer {token}"));
+    let (status, text) = send(request).await?;
+    decode(status, &text)
+}

@@ -1,0 +1,270 @@
+//! The task pane: what it shows in each state, and the click flow.
+//!
+//! Start: wait for Office.js and the pane texts (`/api/v1/pane-config`), then
+//! check that an appointment is being organized. Click ([`add_vmr`]): read the
+//! body; if it already holds a tag, stop ("already assigned"); otherwise get
+//! a token, ask for an alias, insert instructions + tag (or placeholder +
+//! `TOK:-…#` when management is down) at the top of the body in the body's own
+//! format, and add the equipment resource as a required attendee.
+
+use vmr_protocol::tag::{has_tag_marker, tok_tag_lines};
+use vmr_protocol::{AliasRequest, AliasResponse, AuthMethod, Instructions, PaneConfig, Person};
+use yew::prelude::*;
+
+use crate::api::{self, ApiFailure};
+use crate::office::{self, BodyKind, Host, NotCompose};
+
+/// Everything the pane can be showing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Loading,
+    /// Not inside Outlook (or Office.js missing); the reason.
+    NotInOutlook(String),
+    /// Inside Outlook but not organizing an appointment.
+    NotOrganizing,
+    /// The server could not be reached.
+    Unavailable,
+    Ready,
+    Working,
+    Success,
+    AlreadyAssigned,
+    ManagementDown,
+    /// Something failed; the user may retry. The detail is shown in small print.
+    Error(String),
+}
+
+/// Outcome of one click.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success,
+    AlreadyAssigned,
+    ManagementDown,
+    Unavailable,
+    Error(String),
+}
+
+fn integration_from_location() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|search| {
+            search
+                .trim_start_matches('?')
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("integration=").map(str::to_string))
+        })
+        .and_then(|v| js_sys::decode_uri_component(&v).ok().and_then(|s| s.as_string()))
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// The click flow, independent of rendering.
+pub async fn add_vmr(config: &PaneConfig) -> Outcome {
+    let item = match office::appointment() {
+        Ok(item) => item,
+        Err(_) => return Outcome::Error("this is not a meeting being organized".into()),
+    };
+    let kind = match item.body_type().await {
+        Ok(k) => k,
+        Err(e) => return Outcome::Error(format!("reading the body type failed: {e}")),
+    };
+    match item.body(kind).await {
+        Ok(Some(body)) if has_tag_marker(&body, kind == BodyKind::Html) => {
+            return Outcome::AlreadyAssigned
+        }
+        Ok(_) => {}
+        Err(e) => return Outcome::Error(format!("reading the body failed: {e}")),
+    }
+    let token = match config.auth_method {
+        AuthMethod::ExchangeUserIdToken => match office::identity_token().await {
+            Ok(t) => t,
+            Err(e) => return Outcome::Error(format!("Outlook did not give a token: {e}")),
+        },
+        AuthMethod::NaaToken => {
+            return Outcome::Error(
+                "this integration uses NAA sign-in, which this pane build does not offer".into(),
+            )
+        }
+    };
+    let subject = item.subject().await.unwrap_or_default();
+    let organizer = item.organizer().await.map(|u| Person {
+        name: u.display_name,
+        email: u.email_address,
+    });
+    let request = AliasRequest {
+        integration: config.integration.clone(),
+        subject,
+        organizer,
+    };
+    let (text, resource, outcome) = match api::allocate(&request, &token).await {
+        Ok(AliasResponse::Allocated {
+            instructions,
+            resource,
+            ..
+        }) => (pick(&instructions, kind), resource, Outcome::Success),
+        Ok(AliasResponse::Deferred {
+            placeholder,
+            resource,
+        }) => (
+            with_tok(&placeholder, &token, kind),
+            resource,
+            Outcome::ManagementDown,
+        ),
+        Err(ApiFailure::Unreachable(_)) => return Outcome::Unavailable,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    if let Err(e) = item.prepend(&text, kind).await {
+        return Outcome::Error(format!("inserting the joining instructions failed: {e}"));
+    }
+    if let Err(e) = item.add_required_attendee(&resource.name, &resource.email).await {
+        return Outcome::Error(format!("adding {} failed: {e}", resource.email));
+    }
+    outcome
+}
+
+fn pick(instructions: &Instructions, kind: BodyKind) -> String {
+    match kind {
+        BodyKind::Html => format!("{}<br>", instructions.html),
+        BodyKind::Text => format!("{}\n", instructions.text),
+    }
+}
+
+/// Placeholder plus the token as a `TOK:-…#` tag wrapped over several lines.
+pub fn with_tok(placeholder: &Instructions, token: &str, kind: BodyKind) -> String {
+    let lines = tok_tag_lines(token);
+    match kind {
+        BodyKind::Html => format!(
+            "{}<div style=\"font-family:monospace;font-size:8pt\">{}</div><br>",
+            placeholder.html,
+            lines.join("<br>")
+        ),
+        BodyKind::Text => format!("{}\n{}\n\n", placeholder.text.trim_end(), lines.join("\n")),
+    }
+}
+
+/// The pane component.
+#[function_component(Pane)]
+pub fn pane() -> Html {
+    let phase = use_state(|| Phase::Loading);
+    let config = use_state(|| None::<PaneConfig>);
+    {
+        let phase = phase.clone();
+        let config = config.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                let integration = integration_from_location();
+                // Office start-up and the config fetch run together.
+                let (host, fetched) =
+                    futures::join!(office::on_ready(), api::pane_config(&integration));
+                let next = match (&host, &fetched) {
+                    (Host::NoOfficeJs, _) => {
+                        Phase::NotInOutlook("Office.js could not be loaded.".into())
+                    }
+                    (Host::NotInOffice, _) => Phase::NotInOutlook(
+                        "This page is an Outlook add-in: open it from a meeting in Outlook.".into(),
+                    ),
+                    (Host::Office(_), Err(_)) => Phase::Unavailable,
+                    (Host::Office(_), Ok(_)) => match office::appointment() {
+                        Ok(_) => Phase::Ready,
+                        Err(NotCompose::NoItem | NotCompose::NotOrganizing) => {
+                            Phase::NotOrganizing
+                        }
+                    },
+                };
+                config.set(fetched.ok());
+                phase.set(next);
+            });
+        });
+    }
+    let onclick = {
+        let phase = phase.clone();
+        let config = config.clone();
+        Callback::from(move |_: MouseEvent| {
+            let Some(cfg) = (*config).clone() else { return };
+            if *phase == Phase::Working {
+                return;
+            }
+            phase.set(Phase::Working);
+            let phase = phase.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                phase.set(match add_vmr(&cfg).await {
+                    Outcome::Success => Phase::Success,
+                    Outcome::AlreadyAssigned => Phase::AlreadyAssigned,
+                    Outcome::ManagementDown => Phase::ManagementDown,
+                    Outcome::Unavailable => Phase::Unavailable,
+                    Outcome::Error(detail) => Phase::Error(detail),
+                });
+            });
+        })
+    };
+    view(&phase, config.as_ref(), onclick)
+}
+
+fn view(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent>) -> Html {
+    let Some(c) = config else {
+        return match phase {
+            Phase::NotInOutlook(why) => status("Not in Outlook", why, "state-not-in-outlook"),
+            Phase::Loading => status("Loading", "Starting…", "state-loading"),
+            _ => status(
+                "Add-in not available",
+                "The video meeting add-in is not available right now. Please try again later.",
+                "state-unavailable",
+            ),
+        };
+    };
+    let busy = *phase == Phase::Working;
+    let button = |label: &str| {
+        html! {
+            <button id="add-vmr" class="primary" type="button" disabled={busy}
+                    aria-busy={busy.to_string()} onclick={onclick.clone()}>
+                { if busy { "Working…".to_string() } else { label.to_string() } }
+            </button>
+        }
+    };
+    let body = match phase {
+        Phase::Loading => status("Loading", "Starting…", "state-loading"),
+        Phase::NotInOutlook(why) => status("Not in Outlook", why, "state-not-in-outlook"),
+        Phase::NotOrganizing => status(
+            "Open a meeting you organize",
+            "This add-in works in a meeting that you are organizing. Open or create a meeting, then select the button again.",
+            "state-not-organizing",
+        ),
+        Phase::Unavailable => status(&c.unavailable_heading, &c.unavailable_message, "state-unavailable"),
+        Phase::Ready | Phase::Working => button(&c.button_label),
+        Phase::Success => status(&c.success_heading, &c.success_message, "state-success"),
+        Phase::AlreadyAssigned => status(
+            &c.already_assigned_heading,
+            &c.already_assigned_message,
+            "state-already-assigned",
+        ),
+        Phase::ManagementDown => status(
+            &c.management_down_heading,
+            &c.management_down_message,
+            "state-management-down",
+        ),
+        Phase::Error(detail) => html! {
+            <>
+                <div id="state-error" class="status error" role="alert">
+                    <h2>{ &c.general_error_heading }</h2>
+                    <p>{ &c.general_error_message }</p>
+                    <p class="detail">{ detail }</p>
+                </div>
+                { button(&c.button_label) }
+            </>
+        },
+    };
+    html! {
+        <main aria-labelledby="pane-title">
+            <h1 id="pane-title">{ &c.title }</h1>
+            <p class="description">{ &c.description }</p>
+            <div aria-live="polite">{ body }</div>
+        </main>
+    }
+}
+
+fn status(heading: &str, message: &str, id: &'static str) -> Html {
+    html! {
+        <div id={id} class="status" role="status">
+            <h2>{ heading }</h2>
+            <p>{ message }</p>
+        </div>
+    }
+}

@@ -1,0 +1,116 @@
+//! JSON bodies of the pane ↔ edge ↔ management HTTP API (`/api/v1/…`).
+//!
+//! The pane reads [`PaneConfig`] once at start, then posts an [`AliasRequest`]
+//! with the Outlook token in `Authorization: Bearer …` and gets an
+//! [`AliasResponse`] back. Every error answer is an [`ApiError`].
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the pane configuration endpoint.
+pub const PANE_CONFIG_PATH: &str = "/api/v1/pane-config";
+/// Path of the alias allocation endpoint.
+pub const ALIAS_PATH: &str = "/api/v1/alias";
+/// Largest request body the API accepts, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How the pane obtains the token it sends with [`AliasRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthMethod {
+    /// `Office.context.mailbox.getUserIdentityTokenAsync` (Exchange on-prem).
+    ExchangeUserIdToken,
+    /// Nested App Authentication access token (Microsoft 365).
+    NaaToken,
+}
+
+/// Texts and settings the pane shows; all admin-configurable per integration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaneConfig {
+    /// Integration this pane belongs to (echoed back in [`AliasRequest`]).
+    pub integration: String,
+    pub title: String,
+    pub description: String,
+    pub button_label: String,
+    pub success_heading: String,
+    pub success_message: String,
+    pub already_assigned_heading: String,
+    pub already_assigned_message: String,
+    pub general_error_heading: String,
+    pub general_error_message: String,
+    pub management_down_heading: String,
+    pub management_down_message: String,
+    pub unavailable_heading: String,
+    pub unavailable_message: String,
+    /// How the pane must authenticate.
+    pub auth_method: AuthMethod,
+    /// Show a debug log in the pane.
+    pub debug_logs: bool,
+}
+
+/// The kind of meeting body Outlook reported (`body.getTypeAsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyType {
+    Html,
+    Text,
+}
+
+/// `POST /api/v1/alias` body. The token travels in the `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRequest {
+    /// Integration id from [`PaneConfig::integration`].
+    pub integration: String,
+    /// Meeting subject as currently typed (may be empty).
+    #[serde(default)]
+    pub subject: String,
+    /// Organizer of the meeting when Outlook could tell (delegates schedule for others).
+    #[serde(default)]
+    pub organizer: Option<Person>,
+}
+
+/// A name and SMTP address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+/// Joining instructions rendered for both kinds of Outlook body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instructions {
+    /// For bodies whose type is HTML; user data in it is escaped.
+    pub html: String,
+    /// For plain-text bodies.
+    pub text: String,
+}
+
+/// `POST /api/v1/alias` success answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum AliasResponse {
+    /// An alias was allocated: insert `instructions` and `tag`, add `resource`.
+    Allocated {
+        alias: String,
+        numeric_alias: String,
+        alias_uuid: String,
+        /// The complete `PXPS:-…#` tag.
+        tag: String,
+        instructions: Instructions,
+        resource: Person,
+    },
+    /// Management could not be reached: insert `placeholder` plus a `TOK:-…#`
+    /// tag built from the caller's own token, add `resource`.
+    Deferred {
+        placeholder: Instructions,
+        resource: Person,
+    },
+}
+
+/// Body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable, machine-readable code such as `token_expired`.
+    pub code: String,
+    /// What went wrong, for a human.
+    pub message: String,
+}

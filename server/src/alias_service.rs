@@ -1,0 +1,234 @@
+//! The alias service: turns a validated alias request into a stored, unique
+//! alias, its meeting tag and rendered joining instructions.
+//!
+//! A numeric alias is the integration's prefix followed by N digits drawn from
+//! the operating system's CSPRNG. Uniqueness is enforced by the database
+//! (`UNIQUE (integration, numeric_alias)` with `ON CONFLICT DO NOTHING`), so it
+//! holds across restarts, across processes and for deleted aliases too; a
+//! collision just draws again. The draw loop is bounded, and once the space is
+//! nearly used up the service refuses with a clear error instead of looping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use minijinja::context;
+use rand::rngs::OsRng;
+use rand::Rng;
+use uuid::Uuid;
+use vmr_protocol::{AliasResponse, Instructions, Person};
+
+use crate::integration::Integration;
+use crate::storage::{NewAlias, Storage, StorageError};
+use crate::templates::{html_to_text, TemplateError};
+use crate::token::Identity;
+
+/// Draws before giving up on one request (each collision is one draw).
+const MAX_DRAWS: u32 = 32;
+/// Share of the alias space above which allocation is refused.
+const REFUSE_AT: f64 = 0.95;
+/// Share of the alias space above which a warning is logged on every allocation.
+const WARN_AT: f64 = 0.80;
+
+/// Why no alias was allocated.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    #[error(
+        "the alias space of integration {integration} is nearly exhausted: {used} of {space} \
+         aliases issued; lengthen alias_digits or change alias_prefix"
+    )]
+    SpaceExhausted {
+        integration: String,
+        used: u64,
+        space: u64,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// Who asked, and for which meeting.
+#[derive(Debug, Clone)]
+pub struct AliasContext<'a> {
+    pub identity: &'a Identity,
+    pub subject: &'a str,
+    /// The meeting's organizer when Outlook said (a delegate may ask for someone else).
+    pub organizer: Option<&'a Person>,
+}
+
+/// Allocation counters for `/metrics` and status.
+#[derive(Debug, Default)]
+pub struct AliasStats {
+    pub allocated: AtomicU64,
+    pub collisions: AtomicU64,
+    pub refused_exhausted: AtomicU64,
+}
+
+/// Size of an integration's alias space.
+pub fn space_size(digits: u32) -> u64 {
+    10u64.saturating_pow(digits)
+}
+
+/// Allocates an alias for `integration` and renders its instructions.
+pub async fn allocate(
+    storage: &Storage,
+    integration: &Integration,
+    request: &AliasContext<'_>,
+    public_host: &str,
+    stats: &AliasStats,
+) -> Result<AliasResponse, AllocateError> {
+    let cfg = &integration.config;
+    let space = space_size(cfg.alias_digits);
+    let used = integration.issued.load(Ordering::Relaxed);
+    let share = used as f64 / space as f64;
+    if share >= REFUSE_AT {
+        stats.refused_exhausted.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(integration = %cfg.id, used, space, "alias space nearly exhausted; refusing allocation");
+        return Err(AllocateError::SpaceExhausted {
+            integration: cfg.id.clone(),
+            used,
+            space,
+        });
+    }
+    if share >= WARN_AT {
+        tracing::warn!(integration = %cfg.id, used, space, "alias space is filling up");
+    }
+
+    let id = Uuid::new_v4().simple().to_string();
+    let organizer_email = request.organizer.map(|p| p.email.as_str());
+    let organizer_name = request.organizer.map(|p| p.name.as_str());
+    let method = match integration.token_settings.method {
+        vmr_protocol::AuthMethod::ExchangeUserIdToken => "EXCHANGE_USER_ID_TOKEN",
+        vmr_protocol::AuthMethod::NaaToken => "NAA_TOKEN",
+    };
+    let mut draws = 0;
+    let numeric_alias = loop {
+        draws += 1;
+        let candidate = draw(&cfg.alias_prefix, cfg.alias_digits);
+        let alias = format!("{candidate}@{}", cfg.alias_domain);
+        let row = NewAlias {
+            id: &id,
+            integration: &cfg.id,
+            numeric_alias: &candidate,
+            alias: &alias,
+            created_at: now_unix(),
+            auth_method: method,
+            requester_id: &request.identity.user_id,
+            requester_email: request.identity.email.as_deref(),
+            organizer_email,
+            organizer_name,
+            subject: Some(request.subject),
+        };
+        if storage.insert_alias_if_new(&row).await? {
+            break candidate;
+        }
+        stats.collisions.fetch_add(1, Ordering::Relaxed);
+        if draws >= MAX_DRAWS {
+            // So many collisions in a row mean the space is fuller than our
+            // count says (another process); recount and report.
+            let used = storage.count_aliases(&cfg.id).await?;
+            integration.issued.store(used, Ordering::Relaxed);
+            stats.refused_exhausted.fetch_add(1, Ordering::Relaxed);
+            return Err(AllocateError::SpaceExhausted {
+                integration: cfg.id.clone(),
+                used,
+                space,
+            });
+        }
+    };
+    integration.issued.fetch_add(1, Ordering::Relaxed);
+    stats.allocated.fetch_add(1, Ordering::Relaxed);
+
+    let alias = format!("{numeric_alias}@{}", cfg.alias_domain);
+    let tag = integration.tag_key.issue(&id).to_tag();
+    let html = integration.templates.render(
+        "meeting_instructions",
+        context! {
+            alias => &alias,
+            numeric_alias => &numeric_alias,
+            alias_uuid => &tag,
+            meeting_tag => &tag,
+            addin_server_domain => public_host,
+            subject => request.subject,
+            organizer_name => organizer_name.or(request.identity.display_name.as_deref()),
+            organizer_email => organizer_email.or(request.identity.email.as_deref()),
+        },
+    )?;
+    Ok(AliasResponse::Allocated {
+        instructions: with_tag(&html, &tag),
+        alias,
+        numeric_alias,
+        alias_uuid: id,
+        tag,
+        resource: integration.resource(),
+    })
+}
+
+/// Instructions in both body kinds, with the tag exactly once: templates may
+/// place it themselves (`{{ alias_uuid }}`, as Pexip's do); otherwise it is
+/// appended on its own line.
+pub fn with_tag(html: &str, tag: &str) -> Instructions {
+    let html = if html.contains(tag) {
+        html.to_string()
+    } else {
+        format!("{html}\n<div>{tag}</div>")
+    };
+    Instructions {
+        text: html_to_text(&html),
+        html,
+    }
+}
+
+/// The placeholder instructions for a deferred allocation.
+pub fn placeholder(integration: &Integration, public_host: &str) -> Result<Instructions, TemplateError> {
+    let html = integration.templates.render(
+        "placeholder_instructions",
+        context! { addin_server_domain => public_host },
+    )?;
+    Ok(Instructions {
+        text: html_to_text(&html),
+        html,
+    })
+}
+
+fn draw(prefix: &str, digits: u32) -> String {
+    let mut rng = OsRng;
+    let mut s = String::with_capacity(prefix.len() + digits as usize);
+    s.push_str(prefix);
+    for _ in 0..digits {
+        s.push(char::from(b'0' + rng.gen_range(0..10u8)));
+    }
+    s
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_have_prefix_and_digit_count() {
+        for digits in [5, 9, 15] {
+            let a = draw("88", digits);
+            assert_eq!(a.len(), 2 + digits as usize);
+            assert!(a.starts_with("88"));
+            assert!(a[2..].bytes().all(|b| b.is_ascii_digit()));
+        }
+        assert_ne!(draw("1", 15), draw("1", 15));
+    }
+
+    #[test]
+    fn tag_appears_once() {
+        let i = with_tag("<p>x</p>", "PXPS:-a#");
+        assert_eq!(i.html.matches("PXPS:-a#").count(), 1);
+        assert!(i.text.contains("PXPS:-a#"));
+        let j = with_tag("<p>x PXPS:-a#</p>", "PXPS:-a#");
+        assert_eq!(j.html, "<p>x PXPS:-a#</p>");
+    }
+}

@@ -1,0 +1,163 @@
+//! Start-up: turns a validated [`Config`] into a running server.
+//!
+//! [`App::build`] does all the work that can fail before the first request:
+//! templates compiled, database opened and migrated (management and `all`
+//! roles only), tag keys loaded or created, the pane's `index.html` prepared
+//! with the configured Office.js location. [`serve`] then binds and serves
+//! HTTPS (or plain HTTP when configured) until the shutdown future resolves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rand::RngCore;
+
+use crate::alias_service::{now_unix, AliasStats};
+use crate::config::{Config, Role};
+use crate::integration::Integration;
+use crate::meeting_tag::TagKey;
+use crate::storage::Storage;
+use crate::templates::TemplateSet;
+use crate::token::TokenValidator;
+use crate::{http, tls};
+
+/// Marker in `addin/index.html` replaced by the Office.js URL.
+pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";
+
+/// Everything a request handler needs.
+pub struct App {
+    pub config: Config,
+    pub integrations: BTreeMap<String, Arc<Integration>>,
+    /// `None` on an edge.
+    pub storage: Option<Storage>,
+    pub validator: TokenValidator,
+    /// Outgoing HTTPS (edge → management).
+    pub http: reqwest::Client,
+    /// The pane's `index.html` with Office.js substituted; `None` if not built.
+    pub pane_index: Option<String>,
+    pub stats: AliasStats,
+}
+
+impl App {
+    /// Prepares the app; fails with a message naming what is wrong.
+    pub async fn build(config: Config) -> Result<App> {
+        tls::install_crypto_provider();
+        let http_client = tls::http_client(&config.http_client)?;
+        let storage = match config.role {
+            Role::Edge => None,
+            Role::All | Role::Management => Some(
+                Storage::open(&config.storage.url, config.storage.max_connections)
+                    .await
+                    .context("storage.url")?,
+            ),
+        };
+        let mut integrations = BTreeMap::new();
+        for (i, ic) in config.integrations.iter().enumerate() {
+            let templates = TemplateSet::compile(&ic.templates)
+                .with_context(|| format!("integration[{i}].templates"))?;
+            let key_hex = match (&ic.tag_key, &storage) {
+                (Some(k), _) => k.clone(),
+                (None, Some(storage)) => {
+                    let mut candidate = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut candidate);
+                    storage
+                        .tag_key(&ic.id, &hex::encode(candidate), now_unix())
+                        .await?
+                }
+                // An edge never issues or checks tags.
+                (None, None) => hex::encode([0u8; 32]),
+            };
+            let key = hex::decode(&key_hex)
+                .with_context(|| format!("integration[{i}].tag_key is not hex"))?;
+            let issued = match &storage {
+                Some(s) => s.count_aliases(&ic.id).await?,
+                None => 0,
+            };
+            integrations.insert(
+                ic.id.clone(),
+                Arc::new(Integration::new(
+                    ic.clone(),
+                    templates,
+                    &config.server,
+                    TagKey::new(key),
+                    issued,
+                )),
+            );
+        }
+        let pane_index = load_pane_index(&config)?;
+        Ok(App {
+            validator: TokenValidator::new(http_client.clone()),
+            http: http_client,
+            config,
+            integrations,
+            storage,
+            pane_index,
+            stats: AliasStats::default(),
+        })
+    }
+}
+
+fn load_pane_index(config: &Config) -> Result<Option<String>> {
+    let path = config.server.dist_dir.join("index.html");
+    match std::fs::read_to_string(&path) {
+        Ok(html) => {
+            let url = crate::manifest::xml_escape(&config.server.office_js_url());
+            Ok(Some(html.replace(OFFICE_JS_MARKER, &url)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), "the pane is not built; /pane/ will say so");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Binds the configured address; returns the bound address and a future that
+/// serves until `shutdown` resolves.
+pub async fn serve(
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = Result<()>>)> {
+    let listen = app.config.server.listen;
+    let plain = app.config.server.plain_http;
+    let pem = if plain {
+        None
+    } else {
+        Some(tls::listener_pem(&app.config.server)?)
+    };
+    let router = http::router(Arc::new(app));
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("server.listen: cannot bind {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        shutdown_handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let service = router.into_make_service();
+    let fut = async move {
+        match pem {
+            None => {
+                axum_server::from_tcp(listener)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+            Some(pem) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem(pem.cert, pem.key)
+                    .await
+                    .context("loading the TLS certificate")?;
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+        }
+        .context("serving")
+    };
+    Ok((addr, fut))
+}

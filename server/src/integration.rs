@@ -1,0 +1,85 @@
+//! One configured integration made ready to serve: its config plus what is
+//! derived from it once at start (compiled templates, token settings, tag key,
+//! the count of aliases issued so far).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use vmr_protocol::{PaneConfig, Person};
+
+use crate::config::{IntegrationConfig, ServerConfig};
+use crate::meeting_tag::TagKey;
+use crate::templates::TemplateSet;
+use crate::token::TokenSettings;
+
+/// A ready integration.
+#[derive(Debug)]
+pub struct Integration {
+    pub config: IntegrationConfig,
+    pub templates: TemplateSet,
+    pub token_settings: TokenSettings,
+    pub tag_key: TagKey,
+    /// Aliases issued so far (all states); kept current by the alias service.
+    pub issued: AtomicU64,
+}
+
+impl Integration {
+    /// Builds the runtime form; the caller supplies the tag key (from config
+    /// or storage) and the issued count (from storage, 0 on an edge).
+    pub fn new(
+        config: IntegrationConfig,
+        templates: TemplateSet,
+        server: &ServerConfig,
+        tag_key: TagKey,
+        issued: u64,
+    ) -> Integration {
+        let token_settings = TokenSettings {
+            method: config.auth.method,
+            audience: config.pane_url(server),
+            exchange_metadata: config.auth.exchange_metadata.clone(),
+            metadata_cache_ttl: Duration::from_secs(config.auth.metadata_cache_ttl_secs),
+            naa_api_application_id: config.auth.naa_api_application_id.clone(),
+            naa_oidc_metadata_url: config.auth.naa_oidc_metadata_url.clone(),
+            naa_allowed_tenants: config.auth.naa_allowed_tenants.clone(),
+            naa_required_scope: config.auth.naa_required_scope.clone(),
+        };
+        Integration {
+            config,
+            templates,
+            token_settings,
+            tag_key,
+            issued: AtomicU64::new(issued),
+        }
+    }
+
+    /// The equipment resource the pane adds as a required attendee.
+    pub fn resource(&self) -> Person {
+        Person {
+            name: self.config.resource_name.clone(),
+            email: self.config.resource_email.clone(),
+        }
+    }
+
+    /// What `GET /api/v1/pane-config` answers.
+    pub fn pane_config(&self) -> PaneConfig {
+        let p = &self.config.pane;
+        PaneConfig {
+            integration: self.config.id.clone(),
+            title: p.title.clone(),
+            description: p.description.clone(),
+            button_label: p.button_label.clone(),
+            success_heading: p.success_heading.clone(),
+            success_message: p.success_message.clone(),
+            already_assigned_heading: p.already_assigned_heading.clone(),
+            already_assigned_message: p.already_assigned_message.clone(),
+            general_error_heading: p.general_error_heading.clone(),
+            general_error_message: p.general_error_message.clone(),
+            management_down_heading: p.management_down_heading.clone(),
+            management_down_message: p.management_down_message.clone(),
+            unavailable_heading: p.unavailable_heading.clone(),
+            unavailable_message: p.unavailable_message.clone(),
+            auth_method: self.config.auth.method,
+            debug_logs: p.debug_logs,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! vmr-scheduler: the service behind the Outlook "add a video meeting" button.
+//!
+//! One binary, three roles (`all`, `edge`, `management`; see `config::Role`).
+//! Start at [`app`] (start-up) and [`http`] (routes); the request path for
+//! `POST /api/v1/alias` is `http` → [`token`] (who is asking) →
+//! [`alias_service`] (unique alias, [`meeting_tag`], [`templates`]) →
+//! [`storage`]. On an edge, `http` hands the request to [`edge`] instead.
+//! `ARCHITECTURE.md` at the repository root has the full map and invariants.
+
+pub mod alias_service;
+pub mod api_error;
+pub mod app;
+pub mod config;
+pub mod edge;
+pub mod http;
+pub mod integration;
+pub mod manifest;
+pub mod meeting_tag;
+pub mod storage;
+pub mod templates;
+pub mod tls;
+pub mod token;

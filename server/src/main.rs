@@ -1,0 +1,131 @@
+//! `vmr-scheduler` command line: `serve` (the default), `manifest`, `check-config`.
+//!
+//! Configuration comes from `--config <file>` (TOML) plus `VMR__…` environment
+//! overrides; see `config.rs`. An invalid config prints the key and the
+//! problem and exits with status 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vmr_server::app::{serve, App};
+use vmr_server::config::{Config, Role};
+
+#[derive(Parser)]
+#[command(name = "vmr-scheduler", version, about = "Single-use video meeting rooms for Outlook")]
+struct Cli {
+    /// TOML configuration file (all keys have defaults).
+    #[arg(long, short, global = true, env = "VMR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `role` from the config file.
+    #[arg(long, global = true, value_enum)]
+    role: Option<Role>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print the add-in manifest of an integration.
+    Manifest {
+        /// Integration id (default: the first).
+        #[arg(long)]
+        integration: Option<String>,
+    },
+    /// Load and validate the configuration, then exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmr-scheduler: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(role) = cli.role {
+        config.role = role;
+        if let Err(e) = config.validate() {
+            eprintln!("vmr-scheduler: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::Manifest { integration } => {
+            let found = match &integration {
+                Some(id) => config.integration(id),
+                None => config.integrations.first(),
+            };
+            let Some(found) = found else {
+                eprintln!("vmr-scheduler: no integration {:?}", integration.unwrap_or_default());
+                return ExitCode::from(2);
+            };
+            match vmr_server::manifest::render(&config.server, found) {
+                Ok(xml) => {
+                    print!("{xml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vmr-scheduler: cannot render the manifest: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve => run_server(config),
+    }
+}
+
+fn run_server(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::build(config).await {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("vmr-scheduler: cannot start: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let scheme = if app.config.server.plain_http { "http" } else { "https" };
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match serve(app, shutdown).await {
+            Ok((addr, fut)) => {
+                // Machine-readable line: test harnesses wait for it.
+                println!("listening on {scheme}://{addr}");
+                match fut.await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("vmr-scheduler: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("vmr-scheduler: cannot start: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}

@@ -1,0 +1,248 @@
+//! Storage: one schema, two engines (SQLite by default, PostgreSQL by URL).
+//!
+//! Everything goes through sqlx's `Any` driver with portable SQL and `$n`
+//! placeholders (SQLite accepts them too), so there is exactly one set of
+//! queries and one set of migrations (`server/migrations/`), applied at
+//! start. SQLite runs in WAL mode with a busy timeout so several connections
+//! (and processes) can share one file.
+//!
+//! Only the management role opens storage; the edge never touches it.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::{AnyPool, Executor, Row};
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error while {doing}: {source}")]
+    Query {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+/// An alias row about to be inserted.
+#[derive(Debug, Clone)]
+pub struct NewAlias<'a> {
+    pub id: &'a str,
+    pub integration: &'a str,
+    pub numeric_alias: &'a str,
+    pub alias: &'a str,
+    pub created_at: i64,
+    pub auth_method: &'a str,
+    pub requester_id: &'a str,
+    pub requester_email: Option<&'a str>,
+    pub organizer_email: Option<&'a str>,
+    pub organizer_name: Option<&'a str>,
+    pub subject: Option<&'a str>,
+}
+
+/// A stored alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlias {
+    pub id: String,
+    pub integration: String,
+    pub numeric_alias: String,
+    pub alias: String,
+    pub state: String,
+    pub requester_id: String,
+    pub requester_email: Option<String>,
+    pub organizer_email: Option<String>,
+}
+
+/// The database handle (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
+    move |source| StorageError::Query { doing, source }
+}
+
+impl Storage {
+    /// Opens (creating a SQLite file if needed) and migrates.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Storage, StorageError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let connect_url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StorageError::Open {
+                url: redact(url),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Storage { pool, sqlite })
+    }
+
+    /// Whether this is the SQLite engine.
+    pub fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
+    /// Inserts `alias` unless its numeric alias was ever issued before in its
+    /// integration. Returns whether the row was inserted.
+    pub async fn insert_alias_if_new(&self, a: &NewAlias<'_>) -> Result<bool, StorageError> {
+        let result: AnyQueryResult = sqlx::query(
+            "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
+             auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) \
+             VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (integration, numeric_alias) DO NOTHING",
+        )
+        .bind(a.id)
+        .bind(a.integration)
+        .bind(a.numeric_alias)
+        .bind(a.alias)
+        .bind(a.created_at)
+        .bind(a.auth_method)
+        .bind(a.requester_id)
+        .bind(a.requester_email)
+        .bind(a.organizer_email)
+        .bind(a.organizer_name)
+        .bind(a.subject)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("inserting an alias"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// How many aliases an integration ever issued (deleted ones included).
+    pub async fn count_aliases(&self, integration: &str) -> Result<u64, StorageError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM scheduled_alias WHERE integration = $1")
+            .bind(integration)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("counting aliases"))?;
+        let n: i64 = row.try_get("n").map_err(query_err("counting aliases"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The alias with this uuid (32 hex digits).
+    pub async fn alias_by_id(&self, id: &str) -> Result<Option<StoredAlias>, StorageError> {
+        let row = sqlx::query(
+            "SELECT id, integration, numeric_alias, alias, state, requester_id, requester_email, \
+             organizer_email FROM scheduled_alias WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("reading an alias"))?;
+        row.map(|r| -> Result<StoredAlias, sqlx::Error> {
+            Ok(StoredAlias {
+                id: r.try_get("id")?,
+                integration: r.try_get("integration")?,
+                numeric_alias: r.try_get("numeric_alias")?,
+                alias: r.try_get("alias")?,
+                state: r.try_get("state")?,
+                requester_id: r.try_get("requester_id")?,
+                requester_email: r.try_get("requester_email")?,
+                organizer_email: r.try_get("organizer_email")?,
+            })
+        })
+        .transpose()
+        .map_err(query_err("reading an alias"))
+    }
+
+    /// All numeric aliases of an integration (tests and audits).
+    pub async fn numeric_aliases(&self, integration: &str) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query("SELECT numeric_alias FROM scheduled_alias WHERE integration = $1")
+            .bind(integration)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("listing aliases"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("numeric_alias"))
+            .collect::<Result<_, _>>()
+            .map_err(query_err("listing aliases"))
+    }
+
+    /// The integration's tag key, creating `candidate` as the key if none is
+    /// stored yet. Concurrent first starts agree on one key.
+    pub async fn tag_key(
+        &self,
+        integration: &str,
+        candidate: &str,
+        now: i64,
+    ) -> Result<String, StorageError> {
+        sqlx::query(
+            "INSERT INTO integration_secret (integration, tag_key, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (integration) DO NOTHING",
+        )
+        .bind(integration)
+        .bind(candidate)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("storing the tag key"))?;
+        let row = sqlx::query("SELECT tag_key FROM integration_secret WHERE integration = $1")
+            .bind(integration)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading the tag key"))?;
+        row.try_get("tag_key")
+            .map_err(query_err("reading the tag key"))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("checking the database"))?;
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://vmr:secret@127.0.0.1:5432/vmr"),
+            "postgres://vmr:***@127.0.0.1:5432/vmr"
+        );
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+}
