@@ -94,6 +94,9 @@ pub fn self_signed(host: &str) -> Result<PemPair> {
 pub fn http_client(config: &HttpClientConfig) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
+        // Never follow redirects: an allow-listed metadata host must not be
+        // able to send the token validator somewhere else.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(15))
         .pool_max_idle_per_host(64);

@@ -1,0 +1,161 @@
+//! `cargo xtask setup`: installs whatever the build and the tests need and is
+//! missing, so a fresh machine gets from `git clone` to a green test run with
+//! one command. Each step first checks whether its tool is already there.
+//!
+//! * wasm32 target (rustup), Trunk 0.21.14, wasm-bindgen-cli at exactly the
+//!   version in Cargo.lock;
+//! * npm tools into `.tools/` (git-ignored): binaryen's wasm-opt (Debian's is
+//!   too old for current rustc output) and `@microsoft/office-js`, whose `dist/`
+//!   is copied to `static/office-js/` (its licence forbids committing it);
+//! * Debian packages: chromium, chromium-driver, libxml2-utils, postgresql.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd, cmd_output, root};
+
+/// Trunk release known to build offline with this toolchain.
+const TRUNK_VERSION: &str = "0.21.14";
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+    ("libxml2-utils", "/usr/bin/xmllint"),
+    ("postgresql", "/usr/lib/postgresql"),
+];
+
+/// The `.tools/` folder.
+pub fn tools_dir() -> PathBuf {
+    root().join(".tools")
+}
+
+/// PATH with `.tools/node_modules/.bin` and `~/.cargo/bin` first.
+pub fn tool_path() -> String {
+    let mut parts = vec![tools_dir().join("node_modules/.bin")];
+    if let Some(home) = std::env::var_os("HOME") {
+        parts.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    parts.extend(std::env::split_paths(&old));
+    std::env::join_paths(parts)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Installs everything that is missing.
+pub fn run() -> Result<()> {
+    apt()?;
+    rust_tools()?;
+    npm_tools()?;
+    office_js()?;
+    Ok(())
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !Path::new(probe).exists())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing Debian packages {missing:?}");
+    cmd("apt-get", &["update", "-qq"], None)?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    cmd("env", &[&["DEBIAN_FRONTEND=noninteractive", "apt-get"][..], &args].concat(), None)
+}
+
+/// The wasm-bindgen version locked in Cargo.lock.
+pub fn locked_wasm_bindgen() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    bail!("Cargo.lock has no wasm-bindgen package")
+}
+
+fn installed_version(tool: &str) -> Option<String> {
+    let out = std::process::Command::new(tool)
+        .arg("--version")
+        .env("PATH", tool_path())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn rust_tools() -> Result<()> {
+    let targets = cmd_output("rustup", &["target", "list", "--installed"])?;
+    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+        cmd("rustup", &["target", "add", "wasm32-unknown-unknown"], None)?;
+    }
+    if !installed_version("trunk").is_some_and(|v| v.ends_with(TRUNK_VERSION)) {
+        cmd(
+            "cargo",
+            &["install", "--locked", "trunk", "--version", TRUNK_VERSION],
+            None,
+        )?;
+    }
+    let wbg = locked_wasm_bindgen()?;
+    if !installed_version("wasm-bindgen").is_some_and(|v| v.ends_with(&wbg)) {
+        // Without --locked: the CLI's own lockfile pins a crate the registry lacks.
+        cmd(
+            "cargo",
+            &["install", "wasm-bindgen-cli", "--version", &wbg],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn npm_tools() -> Result<()> {
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir)?;
+    let wanted = std::fs::read_to_string(root().join("xtask/tools/package.json"))?;
+    let have = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+    let installed = dir.join("node_modules/binaryen/package.json").exists()
+        && dir.join("node_modules/@microsoft/office-js/package.json").exists();
+    if have == wanted && installed {
+        return Ok(());
+    }
+    std::fs::write(dir.join("package.json"), wanted)?;
+    cmd(
+        "npm",
+        &["install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+        Some(&dir),
+    )
+}
+
+fn office_js() -> Result<()> {
+    let src = tools_dir().join("node_modules/@microsoft/office-js/dist");
+    let dst = root().join("static/office-js");
+    if dst.join("office.js").exists() {
+        return Ok(());
+    }
+    if !src.join("office.js").exists() {
+        bail!("{} has no office.js", src.display());
+    }
+    copy_dir(&src, &dst).with_context(|| format!("copying Office.js to {}", dst.display()))
+}
+
+fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), to)?;
+        }
+    }
+    Ok(())
+}
