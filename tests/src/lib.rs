@@ -1,1 +1,360 @@
+//! End-to-end harness: starts the real `vmr-scheduler` binary (one process
+//! per role), the simulator (simulated Exchange + Outlook, in-process), and
+//! headless Debian Chromium through chromedriver, all on loopback.
+//!
+//! Used by the browser tests in `tests/tests/` and by `cargo xtask bench`.
+//! The binaries must be built first (`cargo build --bins`; `cargo xtask test`
+//! does it); the pane must be built into `dist/` (`cargo xtask build-pane`).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use vmr_simulator::outlook::ComposeScenario;
+use vmr_simulator::RunningSimulator;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A built binary of this workspace (debug unless `VMR_BIN_DIR` says otherwise).
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("VMR_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("debug"),
+    };
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (`cargo build --bins`, which `cargo xtask test` runs)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The simulator, running in this process, with its certificate on disk.
+pub struct Sim {
+    pub running: RunningSimulator,
+    pub cert_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// Starts the simulator on a free loopback port.
+    pub async fn start() -> Result<Sim> {
+        let running = vmr_simulator::start(
+            "127.0.0.1:0".parse()?,
+            vmr_simulator::DEFAULT_TENANT,
+        )
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let cert_file = dir.path().join("simulator.pem");
+        running.tls.write_cert_pem(&cert_file)?;
+        Ok(Sim {
+            running,
+            cert_file,
+            _dir: dir,
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        self.running.origin().to_string()
+    }
+
+    /// URL of the fake Office.js.
+    pub fn office_js_url(&self) -> String {
+        self.running.simulator.office_js_url()
+    }
+
+    /// The compose window hosting `scenario`.
+    pub fn compose_url(&self, scenario: &ComposeScenario) -> String {
+        self.running.simulator.compose_url(scenario)
+    }
+}
+
+/// How to configure one server process.
+#[derive(Debug, Clone)]
+pub struct ServerSetup {
+    pub role: &'static str,
+    pub port: u16,
+    /// `sqlite://…` or `postgres://…`; defaults to a file in the process dir.
+    pub storage_url: Option<String>,
+    pub office_js: String,
+    pub exchange_metadata: Vec<String>,
+    pub extra_ca_files: Vec<PathBuf>,
+    pub management_url: Option<String>,
+    pub shared_secret: String,
+    /// Appended verbatim to the generated TOML (inside `[[integration]]`
+    /// when it starts with a key, so put tables after keys).
+    pub integration_toml: String,
+    /// Appended verbatim after everything.
+    pub extra_toml: String,
+    /// Build profile directory for the binary (`debug` or `release`).
+    pub release: bool,
+}
+
+impl ServerSetup {
+    /// A `role = "all"` server using `sim` for Office.js and tokens.
+    pub fn with_simulator(sim: &Sim) -> Result<ServerSetup> {
+        Ok(ServerSetup {
+            role: "all",
+            port: free_port()?,
+            storage_url: None,
+            office_js: sim.office_js_url(),
+            exchange_metadata: vec![sim.running.local_addr.to_string()],
+            extra_ca_files: vec![sim.cert_file.clone()],
+            management_url: None,
+            shared_secret: "edge-and-management-share-this".into(),
+            integration_toml: String::new(),
+            extra_toml: String::new(),
+            release: false,
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The pane URL of the default integration (the token audience).
+    pub fn pane_url(&self) -> String {
+        format!("{}/pane/index.html?integration=default", self.origin())
+    }
+
+    fn toml(&self, dir: &Path) -> String {
+        let q = |s: &str| format!("{s:?}");
+        let storage = self
+            .storage_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("vmr.db").display()));
+        let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+        let cas: Vec<String> = self
+            .extra_ca_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut t = format!(
+            "role = {role}\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1:{port}\"\n\
+             dist_dir = {dist}\nstatic_dir = {static_dir}\noffice_js = {office}\n\
+             [storage]\nurl = {storage}\n\
+             [http_client]\nextra_ca_files = [{cas}]\n\
+             [management]\nshared_secret = {secret}\ntimeout_ms = 1500\n",
+            role = q(self.role),
+            port = self.port,
+            dist = q(&root().join("dist").display().to_string()),
+            static_dir = q(&root().join("static").display().to_string()),
+            office = q(&self.office_js),
+            storage = q(&storage),
+            cas = list(&cas),
+            secret = q(&self.shared_secret),
+        );
+        if let Some(url) = &self.management_url {
+            t.push_str(&format!("url = {}\n", q(url)));
+        }
+        t.push_str(&format!(
+            "[[integration]]\nid = \"default\"\nresource_email = \"vmr@example.com\"\n\
+             resource_name = \"Video Meeting Room\"\nalias_prefix = \"88\"\nalias_digits = 6\n\
+             alias_domain = \"vc.example.com\"\n{}\n\
+             [integration.auth]\nexchange_metadata = [{}]\n{}\n",
+            self.integration_toml,
+            list(&self.exchange_metadata),
+            self.extra_toml
+        ));
+        t
+    }
+}
+
+/// A running `vmr-scheduler` process; killed on drop.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub setup: ServerSetup,
+    pub dir: tempfile::TempDir,
+    /// Standard error of the process, collected in the background.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Writes the config and starts the binary; returns once it listens.
+    pub fn start(setup: ServerSetup) -> Result<ServerProcess> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(setup, dir)
+    }
+
+    /// Like [`ServerProcess::start`], reusing a directory (and so its SQLite file).
+    pub fn start_in(setup: ServerSetup, dir: tempfile::TempDir) -> Result<ServerProcess> {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, setup.toml(dir.path()))?;
+        let binary = if setup.release {
+            root().join("target/release/vmr-scheduler")
+        } else {
+            bin("vmr-scheduler")?
+        };
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting vmr-scheduler")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut process = ServerProcess {
+            child: Some(child),
+            setup,
+            dir,
+            log,
+        };
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = process.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            std::thread::sleep(Duration::from_millis(200));
+            bail!(
+                "vmr-scheduler did not start (exit: {status:?}); its log:\n{}",
+                process.log_text()
+            );
+        }
+        Ok(process)
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        self.setup.origin()
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Process id, for RSS readings.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP client that trusts nothing but loopback test certificates.
+pub fn insecure_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Headless Debian Chromium driven through chromedriver.
+pub struct Browser {
+    driver: Child,
+    pub client: fantoccini::Client,
+}
+
+impl Browser {
+    /// Starts chromedriver and a fresh headless Chromium session.
+    pub async fn start() -> Result<Browser> {
+        let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("chromedriver is missing: run `cargo xtask setup` (Debian chromium-driver)")?;
+        let port = free_port()?;
+        let mut driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chromedriver")?;
+        let profile = tempfile::tempdir()?.keep();
+        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match fantoccini::ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => return Ok(Browser { driver, client }),
+                Err(e) => {
+                    last = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let _ = driver.kill();
+        bail!("cannot start a Chromium session: {}", last.unwrap_or_default())
+    }
+
+    /// Ends the session and the driver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
