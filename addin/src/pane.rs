@@ -169,6 +169,9 @@ pub fn pane() -> Html {
                         }
                     },
                 };
+                if next == Phase::Ready {
+                    mark("vmr-ready");
+                }
                 config.set(fetched.ok());
                 phase.set(next);
             });
@@ -183,9 +186,12 @@ pub fn pane() -> Html {
                 return;
             }
             phase.set(Phase::Working);
+            mark("vmr-click");
             let phase = phase.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                phase.set(match add_vmr(&cfg).await {
+                let outcome = add_vmr(&cfg).await;
+                mark("vmr-done");
+                phase.set(match outcome {
                     Outcome::Success => Phase::Success,
                     Outcome::AlreadyAssigned => Phase::AlreadyAssigned,
                     Outcome::ManagementDown => Phase::ManagementDown,
@@ -196,6 +202,13 @@ pub fn pane() -> Html {
         })
     };
     view(&phase, config.as_ref(), onclick)
+}
+
+/// A `performance.mark` (read by `cargo xtask bench`; harmless elsewhere).
+fn mark(name: &str) {
+    if let Some(performance) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = performance.mark(name);
+    }
 }
 
 fn view(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent>) -> Html {

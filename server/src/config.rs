@@ -575,7 +575,16 @@ impl IntegrationConfig {
                 ));
             }
         }
-        for (name, text) in self.pane.texts().into_iter().chain(self.addin.texts()) {
+        for (name, text, limit) in self.addin.texts() {
+            let len = text.chars().count();
+            if len == 0 || len > limit {
+                return Err(ConfigError::key(
+                    key(name),
+                    format!("must be 1 to {limit} characters (manifest limit), found {len}"),
+                ));
+            }
+        }
+        for (name, text) in self.pane.texts() {
             if text.chars().count() > 250 {
                 return Err(ConfigError::key(
                     key(name),
@@ -636,15 +645,16 @@ impl PaneTexts {
 }
 
 impl AddinTexts {
-    fn texts(&self) -> Vec<(&'static str, &str)> {
+    /// Each text with its manifest length limit (short strings 125, long 250).
+    fn texts(&self) -> Vec<(&'static str, &str, usize)> {
         vec![
-            ("addin.display_name", &self.display_name),
-            ("addin.description", &self.description),
-            ("addin.provider_name", &self.provider_name),
-            ("addin.button_label", &self.button_label),
-            ("addin.group_label", &self.group_label),
-            ("addin.supertip_title", &self.supertip_title),
-            ("addin.supertip_description", &self.supertip_description),
+            ("addin.display_name", &self.display_name, 125),
+            ("addin.description", &self.description, 250),
+            ("addin.provider_name", &self.provider_name, 250),
+            ("addin.button_label", &self.button_label, 125),
+            ("addin.group_label", &self.group_label, 125),
+            ("addin.supertip_title", &self.supertip_title, 125),
+            ("addin.supertip_description", &self.supertip_description, 250),
         ]
     }
 }

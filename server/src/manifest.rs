@@ -11,11 +11,14 @@ use crate::config::{IntegrationConfig, ServerConfig};
 
 const TEMPLATE: &str = include_str!("../../manifest/manifest.xml.j2");
 
-/// Escapes text for an XML attribute or element.
+/// Escapes text for an XML attribute or element. Characters XML 1.0 cannot
+/// carry at all (control characters other than tab and line breaks) are dropped.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => {}
+            '\u{fffe}' | '\u{ffff}' => {}
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -66,5 +69,10 @@ mod tests {
         integration.addin.supports_shared_folders = false;
         let xml = render(&server, &integration).expect("renders");
         assert!(!xml.contains("SupportsSharedFolders"));
+    }
+
+    #[test]
+    fn drops_characters_xml_cannot_carry() {
+        assert_eq!(xml_escape("a\u{1}b\tc\u{ffff}"), "ab\tc");
     }
 }

@@ -99,7 +99,20 @@ impl Storage {
                 url: redact(url),
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // sqlx takes no migration lock on SQLite: two processes opening one
+        // fresh file at once can race; the loser retries and finds it done.
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("./migrations").run(&pool).await {
+                Ok(()) => break,
+                Err(e) if sqlite && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(Storage { pool, sqlite })
     }
 

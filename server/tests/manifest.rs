@@ -203,10 +203,15 @@ fn broken_manifests_fail_xmllint() {
 
     // 1. Permissions moved before FormSettings (the schema fixes the order).
     let permissions = "  <Permissions>ReadWriteItem</Permissions>\n";
-    assert!(xml.contains(permissions), "template changed: no Permissions line");
-    let reordered = xml
-        .replacen(permissions, "", 1)
-        .replacen("  <FormSettings>", &format!("{permissions}  <FormSettings>"), 1);
+    assert!(
+        xml.contains(permissions),
+        "template changed: no Permissions line"
+    );
+    let reordered = xml.replacen(permissions, "", 1).replacen(
+        "  <FormSettings>",
+        &format!("{permissions}  <FormSettings>"),
+        1,
+    );
     assert_ne!(reordered, xml);
     assert!(
         reordered.find("<Permissions>") < reordered.find("<FormSettings>"),
@@ -316,23 +321,41 @@ fn check_structure(case: &Case, xml: &str) {
     let root = doc.root_element();
     let origin = format!("https://{}", case.server.public_host);
     let pane_url = case.integration.pane_url(&case.server);
-    assert!(pane_url.starts_with(&format!("{origin}/")), "{name}: {pane_url}");
+    assert!(
+        pane_url.starts_with(&format!("{origin}/")),
+        "{name}: {pane_url}"
+    );
 
-    assert!(is(&root, NS_APP, "OfficeApp"), "{name}: root is not OfficeApp");
+    assert!(
+        is(&root, NS_APP, "OfficeApp"),
+        "{name}: root is not OfficeApp"
+    );
     assert_eq!(xsi_type(&root), Some("MailApp"), "{name}");
 
     // Id, Permissions, SourceLocation.
     let id = child(root, NS_APP, "Id").expect("Id");
-    assert_eq!(id.text(), Some(case.integration.addin_id.as_str()), "{name}: Id");
+    assert_eq!(
+        id.text(),
+        Some(case.integration.addin_id.as_str()),
+        "{name}: Id"
+    );
     let permissions = child(root, NS_APP, "Permissions").expect("Permissions");
-    assert_eq!(permissions.text(), Some("ReadWriteItem"), "{name}: Permissions");
+    assert_eq!(
+        permissions.text(),
+        Some("ReadWriteItem"),
+        "{name}: Permissions"
+    );
     let sources: Vec<_> = child(root, NS_APP, "FormSettings")
         .expect("FormSettings")
         .descendants()
         .filter(|n| is(n, NS_APP, "SourceLocation"))
         .collect();
     assert_eq!(sources.len(), 1, "{name}: one FormSettings SourceLocation");
-    assert_eq!(default_value(sources[0]), pane_url, "{name}: SourceLocation");
+    assert_eq!(
+        default_value(sources[0]),
+        pane_url,
+        "{name}: SourceLocation"
+    );
 
     // Every URL is https://<public_host>/...
     let mut urls: Vec<(String, &str)> = Vec::new();
@@ -374,18 +397,28 @@ fn check_structure(case: &Case, xml: &str) {
         .collect();
     assert_eq!(vo10s.len(), 1, "{name}: one top-level VersionOverrides");
     let vo10 = vo10s[0];
-    assert!(is(&vo10, NS_VO10, "VersionOverrides"), "{name}: V1_0 namespace");
+    assert!(
+        is(&vo10, NS_VO10, "VersionOverrides"),
+        "{name}: V1_0 namespace"
+    );
     assert_eq!(xsi_type(&vo10), Some("VersionOverridesV1_0"), "{name}");
     let vo11s: Vec<_> = vo10
         .children()
         .filter(|n| n.is_element() && n.tag_name().name() == "VersionOverrides")
         .collect();
-    assert_eq!(vo11s.len(), 1, "{name}: V1_0 wraps exactly one VersionOverrides");
+    assert_eq!(
+        vo11s.len(),
+        1,
+        "{name}: V1_0 wraps exactly one VersionOverrides"
+    );
     let vo11 = vo11s[0];
-    assert!(is(&vo11, NS_VO11, "VersionOverrides"), "{name}: V1_1 namespace");
+    assert!(
+        is(&vo11, NS_VO11, "VersionOverrides"),
+        "{name}: V1_1 namespace"
+    );
     assert_eq!(xsi_type(&vo11), Some("VersionOverridesV1_1"), "{name}");
     assert_eq!(
-        vo10.children().filter(Node::is_element).last(),
+        vo10.children().rfind(Node::is_element),
         Some(vo11),
         "{name}: the V1_1 override must be the last child of V1_0"
     );
@@ -403,13 +436,24 @@ fn check_structure(case: &Case, xml: &str) {
         .filter(|n| n.is_element() && n.tag_name().name() == "SupportsSharedFolders")
         .collect();
     if case.integration.addin.supports_shared_folders {
-        assert_eq!(shared.len(), 1, "{name}: SupportsSharedFolders expected once");
+        assert_eq!(
+            shared.len(),
+            1,
+            "{name}: SupportsSharedFolders expected once"
+        );
         let s = shared[0];
         assert_eq!(s.tag_name().namespace(), Some(NS_VO11), "{name}");
         assert_eq!(s.text(), Some("true"), "{name}");
-        assert_eq!(owning_overrides(&s), Some(vo11), "{name}: SupportsSharedFolders outside V1_1");
+        assert_eq!(
+            owning_overrides(&s),
+            Some(vo11),
+            "{name}: SupportsSharedFolders outside V1_1"
+        );
     } else {
-        assert!(shared.is_empty(), "{name}: SupportsSharedFolders present but disabled");
+        assert!(
+            shared.is_empty(),
+            "{name}: SupportsSharedFolders present but disabled"
+        );
     }
 
     // Per VersionOverrides: extension point and resids.
@@ -436,9 +480,9 @@ fn check_structure(case: &Case, xml: &str) {
                 continue;
             };
             for item in list.children().filter(Node::is_element) {
-                let id = item.attribute("id").unwrap_or_else(|| {
-                    panic!("{name} {label}: bt:{kind} entry without id")
-                });
+                let id = item
+                    .attribute("id")
+                    .unwrap_or_else(|| panic!("{name} {label}: bt:{kind} entry without id"));
                 assert!(
                     !defined.iter().any(|(_, d, _)| *d == id),
                     "{name} {label}: resource id {id} defined twice"
@@ -448,7 +492,10 @@ fn check_structure(case: &Case, xml: &str) {
         }
 
         let mut used = std::collections::BTreeSet::new();
-        for n in vo.descendants().filter(|n| n.has_attribute("resid") && own(n)) {
+        for n in vo
+            .descendants()
+            .filter(|n| n.has_attribute("resid") && own(n))
+        {
             let resid = n.attribute("resid").unwrap();
             let kind = resource_kind(&n);
             let found = defined.iter().find(|(_, id, _)| *id == resid);
@@ -468,7 +515,10 @@ fn check_structure(case: &Case, xml: &str) {
             used.insert(resid);
         }
         for (_, id, _) in &defined {
-            assert!(used.contains(id), "{name} {label}: resource {id} is never used");
+            assert!(
+                used.contains(id),
+                "{name} {label}: resource {id} is never used"
+            );
         }
 
         // String limits.
@@ -586,7 +636,11 @@ fn referenced_icons_and_pages_exist_with_the_right_sizes() {
                 file.starts_with(workspace_root().join("static/icons")),
                 "{name}: icon {url} is not under static/icons"
             );
-            assert!(file.is_file(), "{name}: {url} → {} is missing", file.display());
+            assert!(
+                file.is_file(),
+                "{name}: {url} → {} is missing",
+                file.display()
+            );
             assert_eq!(
                 png_size(&file),
                 (*size, *size),
@@ -609,7 +663,9 @@ fn referenced_icons_and_pages_exist_with_the_right_sizes() {
             let text = std::fs::read_to_string(&file)
                 .unwrap_or_else(|e| panic!("{name}: {url} → {}: {e}", file.display()));
             assert!(
-                text.trim_start().to_ascii_lowercase().starts_with("<!doctype html>"),
+                text.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("<!doctype html>"),
                 "{name}: {} is not an HTML page",
                 file.display()
             );
@@ -682,6 +738,83 @@ fn unusual_texts_really_need_escaping() {
         assert!(display.contains(c), "display_name lost {c:?}");
     }
     let xml = render(&config.server, &config.integrations[0]).unwrap();
-    assert!(!xml.contains("R&D"), "an unescaped ampersand reached the XML");
+    assert!(
+        !xml.contains("R&D"),
+        "an unescaped ampersand reached the XML"
+    );
     assert!(xml.contains("R&amp;D &quot;Vidéo&quot; &lt;rooms&gt;"));
+}
+
+#[test]
+fn structure_checks_can_fail() {
+    // Each mutation must trip `check_structure`, proving the checks bite.
+    let case = cases().remove(0);
+    let xml = render_case(&case);
+    let origin = format!("https://{}", case.server.public_host);
+    let mutations: Vec<(&str, String)> = vec![
+        (
+            "undefined resid",
+            xml.replacen(r#"resid="Button.Label""#, r#"resid="Nope.Label""#, 1),
+        ),
+        (
+            "resid of the wrong kind",
+            xml.replacen(
+                r#"<Label resid="Button.Label"/>"#,
+                r#"<Label resid="Icon.16"/>"#,
+                1,
+            ),
+        ),
+        (
+            "foreign URL",
+            xml.replacen(
+                &format!("{origin}/static/help.html"),
+                "https://evil.example.net/static/help.html",
+                1,
+            ),
+        ),
+        (
+            "look-alike host",
+            xml.replacen(
+                &format!("{origin}/static/icons/icon-16.png"),
+                &format!("{origin}.evil.net/static/icons/icon-16.png"),
+                1,
+            ),
+        ),
+        (
+            "SupportsSharedFolders in V1_0",
+            xml.replacen(
+                "<FunctionFile",
+                "<SupportsSharedFolders>true</SupportsSharedFolders>\n<FunctionFile",
+                1,
+            ),
+        ),
+        (
+            "wrong Permissions",
+            xml.replacen("ReadWriteItem", "ReadItem", 1),
+        ),
+        (
+            "wrong extension point",
+            xml.replacen(
+                "AppointmentOrganizerCommandSurface",
+                "MessageComposeCommandSurface",
+                1,
+            ),
+        ),
+        (
+            "short string too long",
+            xml.replacen(
+                r#"id="Button.Label" DefaultValue=""#,
+                &format!(r#"id="Button.Label" DefaultValue="{}"#, "x".repeat(126)),
+                1,
+            ),
+        ),
+    ];
+    for (what, mutated) in mutations {
+        assert_ne!(
+            mutated, xml,
+            "mutation {what:?} did not change the manifest"
+        );
+        let result = std::panic::catch_unwind(|| check_structure(&case, &mutated));
+        assert!(result.is_err(), "check_structure accepted: {what}");
+    }
 }

@@ -106,8 +106,13 @@ pub struct ServerSetup {
     pub integration_toml: String,
     /// Appended verbatim after everything.
     pub extra_toml: String,
-    /// Build profile directory for the binary (`debug` or `release`).
+    /// Use the release build of the binary.
     pub release: bool,
+    /// Host Outlook uses (all roles of one deployment share it); default
+    /// `127.0.0.1:<port>`.
+    pub public_host: Option<String>,
+    /// Random digits per alias.
+    pub alias_digits: u32,
 }
 
 impl ServerSetup {
@@ -125,6 +130,8 @@ impl ServerSetup {
             integration_toml: String::new(),
             extra_toml: String::new(),
             release: false,
+            public_host: None,
+            alias_digits: 6,
         })
     }
 
@@ -133,9 +140,19 @@ impl ServerSetup {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// The host in the manifest's URLs.
+    pub fn public_host(&self) -> String {
+        self.public_host
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", self.port))
+    }
+
     /// The pane URL of the default integration (the token audience).
     pub fn pane_url(&self) -> String {
-        format!("{}/pane/index.html?integration=default", self.origin())
+        format!(
+            "https://{}/pane/index.html?integration=default",
+            self.public_host()
+        )
     }
 
     fn toml(&self, dir: &Path) -> String {
@@ -152,13 +169,14 @@ impl ServerSetup {
             .collect();
         let mut t = format!(
             "role = {role}\n\
-             [server]\nlisten = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1:{port}\"\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\npublic_host = {public_host}\n\
              dist_dir = {dist}\nstatic_dir = {static_dir}\noffice_js = {office}\n\
              [storage]\nurl = {storage}\n\
              [http_client]\nextra_ca_files = [{cas}]\n\
              [management]\nshared_secret = {secret}\ntimeout_ms = 1500\n",
             role = q(self.role),
             port = self.port,
+            public_host = q(&self.public_host()),
             dist = q(&root().join("dist").display().to_string()),
             static_dir = q(&root().join("static").display().to_string()),
             office = q(&self.office_js),
@@ -171,9 +189,10 @@ impl ServerSetup {
         }
         t.push_str(&format!(
             "[[integration]]\nid = \"default\"\nresource_email = \"vmr@example.com\"\n\
-             resource_name = \"Video Meeting Room\"\nalias_prefix = \"88\"\nalias_digits = 6\n\
+             resource_name = \"Video Meeting Room\"\nalias_prefix = \"88\"\nalias_digits = {}\n\
              alias_domain = \"vc.example.com\"\n{}\n\
              [integration.auth]\nexchange_metadata = [{}]\n{}\n",
+            self.alias_digits,
             self.integration_toml,
             list(&self.exchange_metadata),
             self.extra_toml

@@ -9,6 +9,7 @@
 mod bench;
 mod demo;
 mod pane;
+mod postgres;
 mod setup;
 mod test;
 

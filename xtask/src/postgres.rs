@@ -235,8 +235,8 @@ impl Drop for TestPostgres {
     fn drop(&mut self) {
         if self.data_dir.join("postmaster.pid").exists() {
             if let Ok(data) = self.data_dir_str() {
-                let data = data.to_string();
-                if let Err(e) = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]) {
+                let stop = ["-D", data, "-m", "immediate", "-w", "stop"];
+                if let Err(e) = self.run("pg_ctl", &stop) {
                     eprintln!("xtask: stopping the test PostgreSQL: {e:#}");
                 }
             }

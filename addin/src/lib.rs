@@ -1,0 +1,14 @@
+//! The Outlook task pane, compiled to WebAssembly by Trunk (`addin/index.html`).
+//!
+//! [`office`] is the only module that touches Office.js; [`api`] talks to the
+//! server; [`pane`] holds the states and the click flow. [`start`] mounts the
+//! Yew component; the component itself waits for `Office.onReady`.
+
+pub mod api;
+pub mod office;
+pub mod pane;
+
+/// Mounts the pane into `<body>`.
+pub fn start() {
+    yew::Renderer::<pane::Pane>::new().render();
+}

@@ -1,0 +1,332 @@
+//! The HTTP API against a real server (in-process, HTTPS on loopback) and the
+//! simulated Exchange: good requests, and every kind of bad one — each must
+//! get a precise JSON error and consume no alias.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use vmr_protocol::tag::{find_tag, MeetingTag};
+use vmr_server::app::{serve, App};
+use vmr_server::config::{Config, Role};
+use vmr_server::storage::Storage;
+use vmr_simulator::exchange::IdentityClaims;
+use vmr_simulator::RunningSimulator;
+
+struct Harness {
+    sim: RunningSimulator,
+    origin: String,
+    pane_url: String,
+    db_url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
+    let sim = vmr_simulator::start("127.0.0.1:0".parse().expect("addr"), vmr_simulator::DEFAULT_TENANT)
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("sim.pem");
+    sim.tls.write_cert_pem(&cert).expect("cert");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let db_url = format!("sqlite://{}", dir.path().join("vmr.db").display());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut config = Config::default();
+    config.role = role;
+    config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
+    config.server.public_host = format!("127.0.0.1:{port}");
+    config.server.dist_dir = root.join("dist");
+    config.server.static_dir = root.join("static");
+    config.storage.url = db_url.clone();
+    config.http_client.extra_ca_files = vec![cert];
+    config.management.shared_secret = Some("a-shared-secret-of-some-length".into());
+    config.integrations[0].auth.exchange_metadata = vec![sim.local_addr.to_string()];
+    tweak(&mut config);
+    config.validate().expect("valid config");
+    let pane_url = config.integrations[0].pane_url(&config.server);
+    let app = App::build(config).await.expect("app builds");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, fut) = serve(app, async {
+        let _ = rx.await;
+    })
+    .await
+    .expect("serve");
+    tokio::spawn(fut);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    Harness {
+        sim,
+        origin: format!("https://{addr}"),
+        pane_url,
+        db_url,
+        client,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+impl Harness {
+    fn token(&self, tweak: impl FnOnce(&mut IdentityClaims)) -> String {
+        let mut claims = IdentityClaims::new(self.pane_url.clone(), "ann@example.com".to_string());
+        tweak(&mut claims);
+        self.sim.simulator.exchange.identity_token(&claims)
+    }
+
+    async fn post(&self, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/api/v1/alias", self.origin))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn allocate(&self, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.post(token, "application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    async fn aliases(&self) -> u64 {
+        let storage = Storage::open(&self.db_url, 1).await.expect("open db");
+        storage.count_aliases("default").await.expect("count")
+    }
+}
+
+fn request() -> Value {
+    json!({ "integration": "default", "subject": "Weekly sync" })
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], want_code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.len() > 10),
+        "a useful message: {body}"
+    );
+}
+
+#[tokio::test]
+async fn allocates_a_unique_alias_with_a_verifiable_tag() {
+    let h = start(Role::All, |_| {}).await;
+    let token = h.token(|_| {});
+    let body = json!({
+        "integration": "default",
+        "subject": "<script>alert(1)</script>",
+        "organizer": { "name": "Bob Boss", "email": "bob@example.com" }
+    });
+    let (status, first) = h.allocate(Some(&token), body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "allocated");
+    let numeric = first["numeric_alias"].as_str().expect("numeric");
+    assert!(numeric.starts_with("88") && numeric.len() == 8, "{numeric}");
+    assert_eq!(first["alias"], format!("{numeric}@vc.example.com"));
+    assert_eq!(first["resource"]["email"], "vmr-scheduler@example.com");
+    let html = first["instructions"]["html"].as_str().expect("html");
+    let text = first["instructions"]["text"].as_str().expect("text");
+    let tag = first["tag"].as_str().expect("tag");
+    assert!(html.contains(tag) && text.contains(tag));
+    let Some(Ok(MeetingTag::Pxps(id))) = find_tag(html, true) else {
+        panic!("no tag in {html}");
+    };
+    assert_eq!(id.alias_uuid, first["alias_uuid"]);
+    let (_, second) = h.allocate(Some(&token), body).await;
+    assert_ne!(first["numeric_alias"], second["numeric_alias"]);
+    assert_eq!(h.aliases().await, 2);
+    // The requester and the organizer (a delegate case) are both recorded.
+    let storage = Storage::open(&h.db_url, 1).await.expect("db");
+    let row = storage
+        .alias_by_id(first["alias_uuid"].as_str().expect("uuid"))
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.requester_email.as_deref(), Some("ann@example.com"));
+    assert_eq!(row.organizer_email.as_deref(), Some("bob@example.com"));
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_consume_nothing() {
+    let h = start(Role::All, |_| {}).await;
+    let good = h.token(|_| {});
+
+    let (s, b) = h.post(Some(&good), "application/json", b"{\"integration\": ".to_vec()).await;
+    assert_error(s, &b, 400, "invalid_json");
+    let (s, b) = h.post(Some(&good), "application/json", b"[1,2]".to_vec()).await;
+    assert_error(s, &b, 400, "invalid_json");
+    let (s, b) = h.post(Some(&good), "text/plain", request().to_string().into_bytes()).await;
+    assert_error(s, &b, 415, "unsupported_media_type");
+    let big = json!({ "integration": "default", "subject": "x".repeat(70 * 1024) });
+    let (s, b) = h.allocate(Some(&good), big).await;
+    assert_error(s, &b, 413, "request_too_large");
+    let (s, b) = h.allocate(None, request()).await;
+    assert_error(s, &b, 401, "token_missing");
+    let (s, b) = h.allocate(Some("not-a-token"), request()).await;
+    assert_error(s, &b, 401, "token_not_jwt");
+    let (s, b) = h.allocate(Some("a.b!.c"), request()).await;
+    assert_error(s, &b, 401, "token_bad_base64");
+    let expired = h.token(|c| {
+        c.valid_from -= 20_000;
+        c.valid_until -= 20_000 + 8 * 3600;
+    });
+    let (s, b) = h.allocate(Some(&expired), request()).await;
+    assert_error(s, &b, 401, "token_expired");
+    let wrong_aud = h.token(|c| c.aud = "https://elsewhere.example.com/pane".into());
+    let (s, b) = h.allocate(Some(&wrong_aud), request()).await;
+    assert_error(s, &b, 401, "token_wrong_audience");
+    let (s, b) = h
+        .allocate(Some(&good), json!({ "integration": "nope" }))
+        .await;
+    assert_error(s, &b, 404, "unknown_integration");
+
+    assert_eq!(h.aliases().await, 0, "no alias consumed by any bad request");
+    let (s, _) = h.allocate(Some(&good), request()).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.aliases().await, 1);
+}
+
+#[tokio::test]
+async fn management_requires_the_edge_secret() {
+    let h = start(Role::Management, |_| {}).await;
+    let token = h.token(|_| {});
+    let (s, b) = h.allocate(Some(&token), request()).await;
+    assert_error(s, &b, 401, "edge_secret_invalid");
+    let resp = h
+        .client
+        .post(format!("{}/api/v1/alias", h.origin))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-vmr-edge-secret", "a-shared-secret-of-some-length")
+        .body(request().to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(h.aliases().await, 1);
+}
+
+#[tokio::test]
+async fn pane_config_manifest_and_health() {
+    let h = start(Role::All, |c| {
+        c.integrations[0].pane.title = "Book a room".into();
+    })
+    .await;
+    let cfg: Value = h
+        .client
+        .get(format!("{}/api/v1/pane-config?integration=default", h.origin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cfg["title"], "Book a room");
+    assert_eq!(cfg["button_label"], "Add a Single-use VMR");
+    assert_eq!(cfg["auth_method"], "EXCHANGE_USER_ID_TOKEN");
+    let manifest = h
+        .client
+        .get(format!("{}/manifest.xml", h.origin))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(manifest.headers()["cache-control"], "no-cache");
+    assert!(manifest.headers()["content-type"]
+        .to_str()
+        .is_ok_and(|v| v.starts_with("application/xml")));
+    let xml = manifest.text().await.expect("text");
+    assert!(xml.contains(&h.pane_url.replace('&', "&amp;")));
+    let health: Value = h
+        .client
+        .get(format!("{}/healthz", h.origin))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn pane_files_are_served_precompressed_with_cache_rules() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dist = root.join("dist");
+    let Some(wasm) = std::fs::read_dir(&dist).ok().and_then(|d| {
+        d.filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with("_bg.wasm"))
+    }) else {
+        assert!(std::env::var_os("CI").is_none(), "CI must build the pane first");
+        eprintln!("dist/ not built; skipping (run `cargo xtask build-pane`)");
+        return;
+    };
+    let h = start(Role::All, |c| c.server.office_js = "cdn".into()).await;
+    let index = h
+        .client
+        .get(format!("{}/pane/index.html?integration=default", h.origin))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    let html = index.text().await.expect("text");
+    assert!(html.contains("src=\"https://appsforoffice.microsoft.com/lib/1/hosted/office.js\""));
+    assert!(!html.contains("%OFFICE_JS_URL%"));
+    let resp = h
+        .client
+        .get(format!("{}/pane/{wasm}", h.origin))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/wasm");
+    assert_eq!(resp.headers()["content-encoding"], "br");
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let on_disk = std::fs::metadata(dist.join(format!("{wasm}.br")))
+        .expect("precompressed file")
+        .len();
+    assert_eq!(resp.bytes().await.expect("body").len() as u64, on_disk);
+}
+
+#[tokio::test]
+async fn local_office_js_is_used_when_configured() {
+    let h = start(Role::All, |c| c.server.office_js = "local".into()).await;
+    let html = h
+        .client
+        .get(format!("{}/pane/", h.origin))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    if html.contains("has not been built") {
+        assert!(std::env::var_os("CI").is_none(), "CI must build the pane first");
+        return;
+    }
+    let local = format!("{}/office-js/office.js", h.origin);
+    assert!(html.contains(&format!("src=\"{local}\"")), "{html}");
+    if root_has_office_js() {
+        let resp = h.client.get(&local).send().await.expect("get");
+        assert_eq!(resp.status().as_u16(), 200, "the local copy is served");
+    }
+}
+
+fn root_has_office_js() -> bool {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../static/office-js/office.js")
+        .exists()
+}

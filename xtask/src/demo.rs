@@ -1,0 +1,104 @@
+//! `cargo xtask demo`: the whole thing on loopback with embedded defaults —
+//! SQLite, self-signed HTTPS, simulated Exchange and Outlook — so it can be
+//! tried with no tenant. Runs until Ctrl-C.
+//!
+//! Layout: the simulator on https://localhost:9443 (Exchange metadata and
+//! identity tokens, the Outlook compose window, the fake Office.js), the
+//! server on https://localhost:8443 with its state in `demo-data/`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd, pane, root, setup};
+
+const SERVER_PORT: u16 = 8443;
+const SIMULATOR_PORT: u16 = 9443;
+
+/// Builds what is needed and runs the demo.
+pub fn run(_args: &[String]) -> Result<()> {
+    setup::run()?;
+    pane::build()?;
+    cmd("cargo", &["build", "--bins", "-p", "vmr-server", "-p", "vmr-simulator"], None)?;
+    let data = root().join("demo-data");
+    std::fs::create_dir_all(&data)?;
+    let sim_cert = data.join("simulator.pem");
+    let _ = std::fs::remove_file(&sim_cert);
+    let pane_url = format!("https://localhost:{SERVER_PORT}/pane/index.html?integration=default");
+    let bin = root().join("target/debug");
+    let mut simulator = Command::new(bin.join("vmr-simulator"))
+        .args(["--listen", &format!("127.0.0.1:{SIMULATOR_PORT}")])
+        .arg("--cert-out")
+        .arg(&sim_cert)
+        .args(["--pane", &pane_url])
+        .stdout(Stdio::inherit())
+        .spawn()
+        .context("starting vmr-simulator")?;
+    let started = Instant::now();
+    while !sim_cert.exists() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = simulator.kill();
+            bail!("the simulator did not start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let config = data.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `cargo xtask demo`: embedded defaults plus the simulator.\n\
+             [server]\nlisten = \"127.0.0.1:{SERVER_PORT}\"\npublic_host = \"localhost:{SERVER_PORT}\"\n\
+             self_signed_cert_out = {server_cert:?}\ndist_dir = {dist:?}\nstatic_dir = {static_dir:?}\n\
+             # The simulated Outlook provides Office.js; a real deployment uses \"local\" or \"cdn\".\n\
+             office_js = \"https://localhost:{SIMULATOR_PORT}/office.js\"\n\
+             [storage]\nurl = {db:?}\n\
+             [http_client]\nextra_ca_files = [{sim_cert:?}]\n\
+             [[integration]]\nid = \"default\"\nresource_email = \"vmr-scheduler@example.com\"\n\
+             [integration.auth]\nexchange_metadata = [\"localhost:{SIMULATOR_PORT}\", \"127.0.0.1:{SIMULATOR_PORT}\"]\n",
+            server_cert = data.join("server.pem").display().to_string(),
+            dist = root().join("dist").display().to_string(),
+            static_dir = root().join("static").display().to_string(),
+            db = format!("sqlite://{}", data.join("vmr-scheduler.db").display()),
+            sim_cert = sim_cert.display().to_string(),
+        ),
+    )?;
+    let mut server = Command::new(bin.join("vmr-scheduler"))
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .context("starting vmr-scheduler")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let compose = format!(
+        "https://localhost:{SIMULATOR_PORT}/outlook/compose.html?pane={}",
+        percent(&pane_url)
+    );
+    println!(
+        "\nvmr-scheduler demo is running (Ctrl-C stops it). Both use self-signed certificates:\n\
+         accept them in the browser, once per port.\n\n\
+         \x20 simulated Outlook, new meeting:  {compose}\n\
+         \x20 the same with a plain-text body: {compose}&body=text\n\
+         \x20 add-in manifest:                 https://localhost:{SERVER_PORT}/manifest.xml\n\
+         \x20 task pane alone:                 {pane_url}\n\
+         \x20 health:                          https://localhost:{SERVER_PORT}/healthz\n\
+         \x20 config and database:             {}\n",
+        data.display()
+    );
+    let status = server.wait()?;
+    let _ = simulator.kill();
+    if !status.success() {
+        bail!("vmr-scheduler exited with {status}");
+    }
+    Ok(())
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
