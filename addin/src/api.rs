@@ -1,7 +1,9 @@
 //! The pane's HTTP client for its own origin: `GET /api/v1/pane-config` and
 //! `POST /api/v1/alias`, with the JSON types from `vmr_protocol`.
 
-use vmr_protocol::{AliasRequest, AliasResponse, ApiError, PaneConfig, ALIAS_PATH, PANE_CONFIG_PATH};
+use vmr_protocol::{
+    AliasRequest, AliasResponse, ApiError, PaneConfig, ALIAS_PATH, PANE_CONFIG_PATH,
+};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
@@ -77,8 +79,7 @@ pub async fn pane_config(integration: &str) -> Result<PaneConfig, ApiFailure> {
         "{PANE_CONFIG_PATH}?integration={}",
         js_sys::encode_uri_component(integration)
     );
-    let request =
-        Request::new_with_str(&url).map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
+    let request = Request::new_with_str(&url).map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
     let (status, text) = send(request).await?;
     decode(status, &text)
 }

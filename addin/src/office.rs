@@ -33,7 +33,10 @@ impl OfficeError {
     }
 
     fn from_js(value: &JsValue) -> Self {
-        let code = get(value, "code").ok().and_then(|c| c.as_f64()).unwrap_or(0.0) as i64;
+        let code = get(value, "code")
+            .ok()
+            .and_then(|c| c.as_f64())
+            .unwrap_or(0.0) as i64;
         let name = get(value, "name")
             .ok()
             .and_then(|v| v.as_string())
@@ -147,7 +150,11 @@ pub async fn on_ready() -> Host {
         Ok(p) if p.is_instance_of::<Promise>() => JsFuture::from(Promise::from(p)).await,
         _ => return Host::NoOfficeJs,
     };
-    match info.ok().and_then(|i| get(&i, "host").ok()).and_then(|h| h.as_string()) {
+    match info
+        .ok()
+        .and_then(|i| get(&i, "host").ok())
+        .and_then(|h| h.as_string())
+    {
         Some(host) => Host::Office(host),
         None => Host::NotInOffice,
     }
@@ -248,15 +255,24 @@ impl Appointment {
             return Ok(None);
         }
         let body = self.part("body")?;
-        let text = call_async(&body, "getAsync", &[kind.as_str().into(), Object::new().into()])
-            .await?;
+        let text = call_async(
+            &body,
+            "getAsync",
+            &[kind.as_str().into(), Object::new().into()],
+        )
+        .await?;
         Ok(text.as_string())
     }
 
     /// `body.prependAsync(data, {coercionType})` (Mailbox 1.1): inserts at the top.
     pub async fn prepend(&self, data: &str, kind: BodyKind) -> Result<(), OfficeError> {
         let body = self.part("body")?;
-        call_async(&body, "prependAsync", &[data.into(), coercion_options(kind)]).await?;
+        call_async(
+            &body,
+            "prependAsync",
+            &[data.into(), coercion_options(kind)],
+        )
+        .await?;
         Ok(())
     }
 

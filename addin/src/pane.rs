@@ -52,7 +52,11 @@ fn integration_from_location() -> String {
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("integration=").map(str::to_string))
         })
-        .and_then(|v| js_sys::decode_uri_component(&v).ok().and_then(|s| s.as_string()))
+        .and_then(|v| {
+            js_sys::decode_uri_component(&v)
+                .ok()
+                .and_then(|s| s.as_string())
+        })
         .unwrap_or_else(|| "default".to_string())
 }
 
@@ -114,7 +118,10 @@ pub async fn add_vmr(config: &PaneConfig) -> Outcome {
     if let Err(e) = item.prepend(&text, kind).await {
         return Outcome::Error(format!("inserting the joining instructions failed: {e}"));
     }
-    if let Err(e) = item.add_required_attendee(&resource.name, &resource.email).await {
+    if let Err(e) = item
+        .add_required_attendee(&resource.name, &resource.email)
+        .await
+    {
         return Outcome::Error(format!("adding {} failed: {e}", resource.email));
     }
     outcome
@@ -164,9 +171,7 @@ pub fn pane() -> Html {
                     (Host::Office(_), Err(_)) => Phase::Unavailable,
                     (Host::Office(_), Ok(_)) => match office::appointment() {
                         Ok(_) => Phase::Ready,
-                        Err(NotCompose::NoItem | NotCompose::NotOrganizing) => {
-                            Phase::NotOrganizing
-                        }
+                        Err(NotCompose::NoItem | NotCompose::NotOrganizing) => Phase::NotOrganizing,
                     },
                 };
                 if next == Phase::Ready {

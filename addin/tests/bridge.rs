@@ -79,14 +79,21 @@ async fn compose_appointment_round_trip() {
     let item = office::appointment().expect("compose appointment");
     assert_eq!(item.body_type().await, Ok(BodyKind::Html));
     let body = item.body(BodyKind::Html).await.expect("read body");
-    assert_eq!(body.as_deref(), Some("<html><body><p>typed</p></body></html>"));
-    item.prepend("<b>VMR</b>", BodyKind::Html).await.expect("prepend");
+    assert_eq!(
+        body.as_deref(),
+        Some("<html><body><p>typed</p></body></html>")
+    );
+    item.prepend("<b>VMR</b>", BodyKind::Html)
+        .await
+        .expect("prepend");
     assert_eq!(fake_body(), "<b>VMR</b><p>typed</p>");
     assert_eq!(item.subject().await, Ok("Planning".to_string()));
     // Mailbox 1.5: no organizer API, so the signed-in user is the organizer.
     let organizer = item.organizer().await.expect("organizer");
     assert_eq!(organizer.email_address, "ann@example.com");
-    item.add_required_attendee("Room", "room@example.com").await.expect("add");
+    item.add_required_attendee("Room", "room@example.com")
+        .await
+        .expect("add");
     assert_eq!(fake_attendees(), "room@example.com");
 }
 
@@ -94,12 +101,22 @@ async fn compose_appointment_round_trip() {
 async fn office_failures_carry_code_name_and_message() {
     install_fake("appointment", true, 1.5);
     let item = office::appointment().expect("compose appointment");
-    let err = item.prepend("x", BodyKind::Text).await.expect_err("text coercion refused");
+    let err = item
+        .prepend("x", BodyKind::Text)
+        .await
+        .expect_err("text coercion refused");
     assert_eq!(
         err,
-        OfficeError { code: 9000, name: "InvalidCoercion".into(), message: "wrong coercion".into() }
+        OfficeError {
+            code: 9000,
+            name: "InvalidCoercion".into(),
+            message: "wrong coercion".into()
+        }
     );
-    let err = item.add_required_attendee("x", "not-an-address").await.expect_err("bad address");
+    let err = item
+        .add_required_attendee("x", "not-an-address")
+        .await
+        .expect_err("bad address");
     assert_eq!(err.code, 9013);
     let err = office::identity_token().await.expect_err("token failure");
     assert_eq!((err.code, err.name.as_str()), (9018, "GenericTokenError"));
@@ -109,9 +126,15 @@ async fn office_failures_carry_code_name_and_message() {
 #[wasm_bindgen_test]
 async fn read_mode_and_messages_are_not_compose() {
     install_fake("appointment", false, 1.5);
-    assert!(matches!(office::appointment(), Err(NotCompose::NotOrganizing)));
+    assert!(matches!(
+        office::appointment(),
+        Err(NotCompose::NotOrganizing)
+    ));
     install_fake("message", true, 1.5);
-    assert!(matches!(office::appointment(), Err(NotCompose::NotOrganizing)));
+    assert!(matches!(
+        office::appointment(),
+        Err(NotCompose::NotOrganizing)
+    ));
     install_fake("none", true, 1.5);
     assert!(matches!(office::appointment(), Err(NotCompose::NoItem)));
 }

@@ -321,7 +321,8 @@ mod tests {
     #[test]
     fn tolerates_outlook_mangling() {
         // Tag split by markup, an entity, a <br> and a soft line break.
-        let html = "<p class=x_MsoNormal>PXPS:-0a1b2c3d-0011223344556677<b>8899aabbcc</b>ddeeff&#45;<br>\
+        let html =
+            "<p class=x_MsoNormal>PXPS:-0a1b2c3d-0011223344556677<b>8899aabbcc</b>ddeeff&#45;<br>\
                     ffeeddccbbaa99887766=\r\n554433221100&nbsp;#</p>";
         assert_eq!(find_tag(html, true), Some(Ok(MeetingTag::Pxps(id()))));
     }
@@ -332,7 +333,10 @@ mod tests {
         assert!(lines.len() > 1, "a real token spans several lines");
         assert!(lines.iter().all(|l| l.chars().count() <= TOK_WRAP_WIDTH));
         let text = format!("placeholder\n{}\n", lines.join("\n"));
-        assert_eq!(find_tag(&text, false), Some(Ok(MeetingTag::Tok(JWT.into()))));
+        assert_eq!(
+            find_tag(&text, false),
+            Some(Ok(MeetingTag::Tok(JWT.into())))
+        );
         let html = format!("<div>placeholder</div><div>{}</div>", lines.join("<br>"));
         assert_eq!(find_tag(&html, true), Some(Ok(MeetingTag::Tok(JWT.into()))));
     }
@@ -368,7 +372,10 @@ mod tests {
     #[test]
     fn first_tag_wins() {
         let body = format!("TOK:-{JWT}# then {}", id().to_tag());
-        assert_eq!(find_tag(&body, false), Some(Ok(MeetingTag::Tok(JWT.into()))));
+        assert_eq!(
+            find_tag(&body, false),
+            Some(Ok(MeetingTag::Tok(JWT.into())))
+        );
     }
 
     #[test]

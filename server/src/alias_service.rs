@@ -100,6 +100,16 @@ pub async fn allocate(
         vmr_protocol::AuthMethod::ExchangeUserIdToken => "EXCHANGE_USER_ID_TOKEN",
         vmr_protocol::AuthMethod::NaaToken => "NAA_TOKEN",
     };
+    // What admins see as the subject: the conference_subject template (it may
+    // be blanked so that admins never see meeting subjects).
+    let stored_subject = integration.templates.render(
+        "conference_subject",
+        context! {
+            subject => request.subject,
+            organizer_name => organizer_name.or(request.identity.display_name.as_deref()),
+            organizer_email => organizer_email.or(request.identity.email.as_deref()),
+        },
+    )?;
     let mut draws = 0;
     let numeric_alias = loop {
         draws += 1;
@@ -116,7 +126,7 @@ pub async fn allocate(
             requester_email: request.identity.email.as_deref(),
             organizer_email,
             organizer_name,
-            subject: Some(request.subject),
+            subject: Some(&stored_subject),
         };
         if storage.insert_alias_if_new(&row).await? {
             break candidate;
@@ -140,7 +150,7 @@ pub async fn allocate(
 
     let alias = format!("{numeric_alias}@{}", cfg.alias_domain);
     let tag = integration.tag_key.issue(&id).to_tag();
-    let html = integration.templates.render(
+    let rendered = integration.templates.render(
         "meeting_instructions",
         context! {
             alias => &alias,
@@ -152,7 +162,17 @@ pub async fn allocate(
             organizer_name => organizer_name.or(request.identity.display_name.as_deref()),
             organizer_email => organizer_email.or(request.identity.email.as_deref()),
         },
-    )?;
+    );
+    let html = match rendered {
+        Ok(html) => html,
+        Err(e) => {
+            // Nothing was handed out: take the row back so no alias is half-made.
+            storage.forget_unissued_alias(&id).await?;
+            integration.issued.fetch_sub(1, Ordering::Relaxed);
+            stats.allocated.fetch_sub(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+    };
     Ok(AliasResponse::Allocated {
         instructions: with_tag(&html, &tag),
         alias,
@@ -179,7 +199,10 @@ pub fn with_tag(html: &str, tag: &str) -> Instructions {
 }
 
 /// The placeholder instructions for a deferred allocation.
-pub fn placeholder(integration: &Integration, public_host: &str) -> Result<Instructions, TemplateError> {
+pub fn placeholder(
+    integration: &Integration,
+    public_host: &str,
+) -> Result<Instructions, TemplateError> {
     let html = integration.templates.render(
         "placeholder_instructions",
         context! { addin_server_domain => public_host },

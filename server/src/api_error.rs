@@ -52,16 +52,26 @@ impl From<TokenError> for ApiFailure {
 impl From<AllocateError> for ApiFailure {
     fn from(e: AllocateError) -> Self {
         match &e {
-            AllocateError::SpaceExhausted { .. } => {
-                ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "alias_space_exhausted", e.to_string())
-            }
+            AllocateError::SpaceExhausted { .. } => ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "alias_space_exhausted",
+                e.to_string(),
+            ),
             AllocateError::Storage(_) => {
                 tracing::error!(error = %e, "alias allocation failed");
-                ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string())
+                ApiFailure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_error",
+                    e.to_string(),
+                )
             }
             AllocateError::Template(_) => {
                 tracing::error!(error = %e, "alias allocation failed");
-                ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "template_error", e.to_string())
+                ApiFailure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "template_error",
+                    e.to_string(),
+                )
             }
         }
     }

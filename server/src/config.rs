@@ -353,9 +353,10 @@ impl Default for PaneTexts {
             general_error_message:
                 "There was a problem adding the joining instructions. Please try again.".into(),
             management_down_heading: "Cannot assign a VMR right now".into(),
-            management_down_message: "We are unable to assign a VMR at this time. Select Send \
+            management_down_message:
+                "We are unable to assign a VMR at this time. Select Send \
                 to schedule the meeting, and all attendees will be sent joining instructions later."
-                .into(),
+                    .into(),
             unavailable_heading: "Add-in not available".into(),
             unavailable_message: "The video meeting add-in is not available right now. \
                 Please try again later."
@@ -400,11 +401,15 @@ impl Config {
 
     /// Deserialises and validates an already-parsed tree.
     pub fn from_table(tree: toml::Table) -> Result<Config, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::key(
-                    if key == "." { "(top level)".into() } else { key },
+                    if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
                     e.into_inner().to_string(),
                 )
             })?;
@@ -444,7 +449,10 @@ impl Config {
             ));
         }
         if self.storage.max_connections == 0 {
-            return Err(ConfigError::key("storage.max_connections", "must be at least 1"));
+            return Err(ConfigError::key(
+                "storage.max_connections",
+                "must be at least 1",
+            ));
         }
         if self.role != Role::All {
             match &self.management.shared_secret {
@@ -475,7 +483,10 @@ impl Config {
             }
         }
         if self.integrations.is_empty() {
-            return Err(ConfigError::key("integration", "at least one integration is needed"));
+            return Err(ConfigError::key(
+                "integration",
+                "at least one integration is needed",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, integration) in self.integrations.iter().enumerate() {
@@ -507,7 +518,10 @@ impl IntegrationConfig {
         {
             return Err(ConfigError::key(
                 key("id"),
-                format!("must be non-empty and use only a-z, 0-9 and '-', found {:?}", self.id),
+                format!(
+                    "must be non-empty and use only a-z, 0-9 and '-', found {:?}",
+                    self.id
+                ),
             ));
         }
         let prefix_len = self.alias_prefix.chars().count();
@@ -548,7 +562,10 @@ impl IntegrationConfig {
         }
         if let Some(k) = &self.tag_key {
             if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ConfigError::key(key("tag_key"), "must be 64 hex digits (32 bytes)"));
+                return Err(ConfigError::key(
+                    key("tag_key"),
+                    "must be 64 hex digits (32 bytes)",
+                ));
             }
         }
         if uuid::Uuid::parse_str(&self.addin_id).is_err() {
@@ -588,10 +605,15 @@ impl IntegrationConfig {
             if text.chars().count() > 250 {
                 return Err(ConfigError::key(
                     key(name),
-                    format!("is {} characters long; the limit is 250", text.chars().count()),
+                    format!(
+                        "is {} characters long; the limit is 250",
+                        text.chars().count()
+                    ),
                 ));
             }
         }
+        crate::templates::TemplateSet::compile(&self.templates)
+            .map_err(|e| ConfigError::key(key("templates"), e.to_string()))?;
         if self.auth.method == AuthMethod::NaaToken {
             if self.auth.naa_api_application_id.is_none() {
                 return Err(ConfigError::key(
@@ -620,7 +642,11 @@ impl IntegrationConfig {
 
     /// The pane URL: the manifest's SourceLocation and the identity token's `aud`.
     pub fn pane_url(&self, server: &ServerConfig) -> String {
-        format!("{}/pane/index.html?integration={}", server.public_origin(), self.id)
+        format!(
+            "{}/pane/index.html?integration={}",
+            server.public_origin(),
+            self.id
+        )
     }
 }
 
@@ -632,12 +658,24 @@ impl PaneTexts {
             ("pane.button_label", &self.button_label),
             ("pane.success_heading", &self.success_heading),
             ("pane.success_message", &self.success_message),
-            ("pane.already_assigned_heading", &self.already_assigned_heading),
-            ("pane.already_assigned_message", &self.already_assigned_message),
+            (
+                "pane.already_assigned_heading",
+                &self.already_assigned_heading,
+            ),
+            (
+                "pane.already_assigned_message",
+                &self.already_assigned_message,
+            ),
             ("pane.general_error_heading", &self.general_error_heading),
             ("pane.general_error_message", &self.general_error_message),
-            ("pane.management_down_heading", &self.management_down_heading),
-            ("pane.management_down_message", &self.management_down_message),
+            (
+                "pane.management_down_heading",
+                &self.management_down_heading,
+            ),
+            (
+                "pane.management_down_message",
+                &self.management_down_message,
+            ),
             ("pane.unavailable_heading", &self.unavailable_heading),
             ("pane.unavailable_message", &self.unavailable_message),
         ]
@@ -654,7 +692,11 @@ impl AddinTexts {
             ("addin.button_label", &self.button_label, 125),
             ("addin.group_label", &self.group_label, 125),
             ("addin.supertip_title", &self.supertip_title, 125),
-            ("addin.supertip_description", &self.supertip_description, 250),
+            (
+                "addin.supertip_description",
+                &self.supertip_description,
+                250,
+            ),
         ]
     }
 }
@@ -664,7 +706,10 @@ fn apply_override(tree: &mut toml::Value, path: &str, raw: &str) -> Result<(), C
     let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
     let dotted = parts.join(".");
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(ConfigError::key(dotted, "empty segment in environment override name"));
+        return Err(ConfigError::key(
+            dotted,
+            "empty segment in environment override name",
+        ));
     }
     let value = parse_env_value(raw);
     let mut node: &mut toml::Value = tree;
@@ -721,4 +766,97 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("vmr-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).expect("write");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = Config::load(Some(&path), env);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    fn err(toml: &str, env: &[(&str, &str)]) -> String {
+        load(toml, env).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn empty_file_is_a_working_demo() {
+        let c = load("", &[]).expect("defaults");
+        assert_eq!(c.role, Role::All);
+        assert_eq!(c.integrations.len(), 1);
+        assert_eq!(
+            c.integrations[0].pane_url(&c.server),
+            "https://localhost:8443/pane/index.html?integration=default"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_array_elements() {
+        let c = load(
+            "[[integration]]\nid = \"a\"\n",
+            &[
+                ("VMR__SERVER__PUBLIC_HOST", "addin.example.com"),
+                ("VMR__INTEGRATION__0__ALIAS_DIGITS", "9"),
+                ("VMR__INTEGRATION__0__PANE__TITLE", "Hello there"),
+                ("VMR__INTEGRATION__1__ID", "b"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.server.public_host, "addin.example.com");
+        assert_eq!(c.integrations[0].alias_digits, 9);
+        assert_eq!(c.integrations[0].pane.title, "Hello there");
+        assert_eq!(c.integrations[1].id, "b");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err("[server]\nlisten = \"nowhere\"\n", &[]);
+        assert!(e.contains("server.listen"), "{e}");
+        let e = err("[server]\nlistn = \"127.0.0.1:1\"\n", &[]);
+        assert!(e.contains("listn"), "{e}");
+        let e = err("[[integration]]\nalias_prefix = \"123456789\"\n", &[]);
+        assert!(e.contains("integration[0].alias_prefix"), "{e}");
+        let e = err("", &[("VMR__INTEGRATION__0__ALIAS_DIGITS", "16")]);
+        assert!(
+            e.contains("integration[0].alias_digits") && e.contains("16"),
+            "{e}"
+        );
+        let e = err("role = \"edge\"\n", &[]);
+        assert!(e.contains("management.shared_secret"), "{e}");
+        let e = err("[server]\noffice_js = \"http://cdn\"\n", &[]);
+        assert!(e.contains("server.office_js"), "{e}");
+        let e = err(
+            "[[integration]]\n[integration.addin]\nbutton_label = \"\"\n",
+            &[],
+        );
+        assert!(e.contains("addin.button_label"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let e = err("[server\nlisten = 1\n", &[]);
+        assert!(e.contains("not valid TOML") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn template_errors_are_reported_at_load() {
+        let e = err(
+            "[[integration]]\n[integration.templates]\nmeeting_instructions = \"ok\\n{% if %}\"\n",
+            &[],
+        );
+        assert!(e.contains("integration[0].templates"), "{e}");
+        assert!(
+            e.contains("meeting_instructions") && e.contains("line 2"),
+            "{e}"
+        );
+    }
 }

@@ -30,7 +30,12 @@ pub async fn forward_alias(
 ) -> Result<Response, ApiFailure> {
     let base = app.config.management.url.as_deref().unwrap_or_default();
     let url = format!("{}{ALIAS_PATH}", base.trim_end_matches('/'));
-    let secret = app.config.management.shared_secret.as_deref().unwrap_or_default();
+    let secret = app
+        .config
+        .management
+        .shared_secret
+        .as_deref()
+        .unwrap_or_default();
     let timeout = std::time::Duration::from_millis(app.config.management.timeout_ms);
     let mut request = app
         .http
@@ -44,8 +49,8 @@ pub async fn forward_alias(
     }
     let why = match request.send().await {
         Ok(resp) if !resp.status().is_server_error() => {
-            let status = StatusCode::from_u16(resp.status().as_u16())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
+            let status =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let bytes = resp.bytes().await.map_err(|e| {
                 ApiFailure::new(
                     StatusCode::BAD_GATEWAY,
@@ -53,26 +58,33 @@ pub async fn forward_alias(
                     format!("management's answer could not be read: {e}"),
                 )
             })?;
-            return Ok((
-                status,
-                [(header::CONTENT_TYPE, "application/json")],
-                bytes,
-            )
-                .into_response());
+            return Ok(
+                (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+            );
         }
         Ok(resp) => format!("management answered {}", resp.status()),
         Err(e) if e.is_timeout() => format!("management did not answer within {timeout:?}"),
         Err(e) => format!("management is unreachable: {e}"),
     };
     tracing::warn!(%url, reason = %why, "deferring alias allocation");
-    match app.validator.validate(&integration.token_settings, token).await {
+    match app
+        .validator
+        .validate(&integration.token_settings, token)
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.is_client_error() => return Err(e.into()),
-        Err(e) => tracing::warn!(error = %e, "cannot check the token at the edge; deferring anyway"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the token at the edge; deferring anyway")
+        }
     }
     let placeholder = alias_service::placeholder(integration, &app.config.server.public_host)
         .map_err(|e| {
-            ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "template_error", e.to_string())
+            ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "template_error",
+                e.to_string(),
+            )
         })?;
     Ok(Json(AliasResponse::Deferred {
         placeholder,

@@ -88,7 +88,10 @@ struct IntegrationQuery {
     integration: Option<String>,
 }
 
-fn find_integration<'a>(app: &'a App, id: Option<&str>) -> Result<&'a Arc<Integration>, ApiFailure> {
+fn find_integration<'a>(
+    app: &'a App,
+    id: Option<&str>,
+) -> Result<&'a Arc<Integration>, ApiFailure> {
     let found = match id {
         Some(id) => app.integrations.get(id),
         None => app.integrations.values().next(),
@@ -100,7 +103,11 @@ fn find_integration<'a>(app: &'a App, id: Option<&str>) -> Result<&'a Arc<Integr
             format!(
                 "no integration {:?}; configured: {}",
                 id.unwrap_or(""),
-                app.integrations.keys().cloned().collect::<Vec<_>>().join(", ")
+                app.integrations
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })
@@ -181,7 +188,11 @@ async fn alias(
         let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
         ApiFailure::new(
             e.status(),
-            if too_large { "request_too_large" } else { "bad_request" },
+            if too_large {
+                "request_too_large"
+            } else {
+                "bad_request"
+            },
             if too_large {
                 format!("the request body is larger than {MAX_REQUEST_BYTES} bytes")
             } else {
@@ -270,7 +281,11 @@ async fn manifest_by_id(
 
 fn manifest_response(app: &App, integration: &Integration) -> Result<Response, ApiFailure> {
     let xml = manifest::render(&app.config.server, &integration.config).map_err(|e| {
-        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "manifest_error", e.to_string())
+        ApiFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "manifest_error",
+            e.to_string(),
+        )
     })?;
     Ok((
         [
@@ -303,10 +318,7 @@ async fn pane_index(State(app): State<Arc<App>>) -> Response {
 
 /// Trunk names built files `<name>-<16 hex>.<ext>`: those never change, so
 /// they may be cached forever; anything else is revalidated.
-async fn cache_for_hashed_assets(
-    uri: axum::http::Uri,
-    mut response: Response,
-) -> Response {
+async fn cache_for_hashed_assets(uri: axum::http::Uri, mut response: Response) -> Response {
     let immutable = is_hashed_asset(uri.path());
     let value = if immutable {
         "public, max-age=31536000, immutable"

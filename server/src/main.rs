@@ -12,7 +12,11 @@ use vmr_server::app::{serve, App};
 use vmr_server::config::{Config, Role};
 
 #[derive(Parser)]
-#[command(name = "vmr-scheduler", version, about = "Single-use video meeting rooms for Outlook")]
+#[command(
+    name = "vmr-scheduler",
+    version,
+    about = "Single-use video meeting rooms for Outlook"
+)]
 struct Cli {
     /// TOML configuration file (all keys have defaults).
     #[arg(long, short, global = true, env = "VMR_CONFIG")]
@@ -72,7 +76,10 @@ fn main() -> ExitCode {
                 None => config.integrations.first(),
             };
             let Some(found) = found else {
-                eprintln!("vmr-scheduler: no integration {:?}", integration.unwrap_or_default());
+                eprintln!(
+                    "vmr-scheduler: no integration {:?}",
+                    integration.unwrap_or_default()
+                );
                 return ExitCode::from(2);
             };
             match vmr_server::manifest::render(&config.server, found) {
@@ -91,7 +98,10 @@ fn main() -> ExitCode {
 }
 
 fn run_server(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
@@ -106,7 +116,11 @@ fn run_server(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let scheme = if app.config.server.plain_http { "http" } else { "https" };
+        let scheme = if app.config.server.plain_http {
+            "http"
+        } else {
+            "https"
+        };
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

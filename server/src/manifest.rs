@@ -31,7 +31,10 @@ pub fn xml_escape(s: &str) -> String {
 }
 
 /// The manifest XML for `integration`.
-pub fn render(server: &ServerConfig, integration: &IntegrationConfig) -> Result<String, minijinja::Error> {
+pub fn render(
+    server: &ServerConfig,
+    integration: &IntegrationConfig,
+) -> Result<String, minijinja::Error> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_template("manifest.xml", TEMPLATE)?;

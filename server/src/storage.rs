@@ -147,6 +147,17 @@ impl Storage {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Removes an alias row that was inserted but never handed out (its
+    /// instructions failed to render). Only rows still `allocated` go.
+    pub async fn forget_unissued_alias(&self, id: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM scheduled_alias WHERE id = $1 AND state = 'allocated'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("removing an unissued alias"))?;
+        Ok(())
+    }
+
     /// How many aliases an integration ever issued (deleted ones included).
     pub async fn count_aliases(&self, integration: &str) -> Result<u64, StorageError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM scheduled_alias WHERE integration = $1")

@@ -263,15 +263,24 @@ mod tests {
     #[test]
     fn html_templates_escape_user_data() {
         let mut o = BTreeMap::new();
-        o.insert("meeting_instructions".to_string(), "<p>{{ subject }}</p>".to_string());
+        o.insert(
+            "meeting_instructions".to_string(),
+            "<p>{{ subject }}</p>".to_string(),
+        );
         let set = TemplateSet::compile(&o).expect("compiles");
         let out = set
-            .render("meeting_instructions", context! { subject => "<script>alert(1)</script>" })
+            .render(
+                "meeting_instructions",
+                context! { subject => "<script>alert(1)</script>" },
+            )
             .expect("renders");
         assert_eq!(out, "<p>&lt;script&gt;alert(1)&lt;&#x2f;script&gt;</p>");
         // Plain-text templates keep the text as typed.
         let name = set
-            .render("conference_name", context! { subject => "a<b", organizer_name => "Ann" })
+            .render(
+                "conference_name",
+                context! { subject => "a<b", organizer_name => "Ann" },
+            )
             .expect("renders");
         assert_eq!(name, "a<b (Ann)");
     }

@@ -44,10 +44,16 @@ pub fn listener_pem(server: &ServerConfig) -> Result<PemPair> {
             let pair = self_signed(host)?;
             if let Some(out) = &server.self_signed_cert_out {
                 std::fs::write(out, &pair.cert).with_context(|| {
-                    format!("server.self_signed_cert_out: cannot write {}", out.display())
+                    format!(
+                        "server.self_signed_cert_out: cannot write {}",
+                        out.display()
+                    )
                 })?;
             }
-            tracing::warn!(host, "serving a generated self-signed certificate (demo only)");
+            tracing::warn!(
+                host,
+                "serving a generated self-signed certificate (demo only)"
+            );
             Ok(pair)
         }
     }
@@ -79,9 +85,10 @@ pub fn self_signed(host: &str) -> Result<PemPair> {
                 .push(rcgen::SanType::IpAddress(addr));
         }
     }
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("vmr-scheduler demo ({host})"));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("vmr-scheduler demo ({host})"),
+    );
     let key = rcgen::KeyPair::generate().context("generating a key")?;
     let cert = params.self_signed(&key).context("self-signing")?;
     Ok(PemPair {

@@ -23,9 +23,12 @@ struct Harness {
 }
 
 async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
-    let sim = vmr_simulator::start("127.0.0.1:0".parse().expect("addr"), vmr_simulator::DEFAULT_TENANT)
-        .await
-        .expect("simulator");
+    let sim = vmr_simulator::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        vmr_simulator::DEFAULT_TENANT,
+    )
+    .await
+    .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("sim.pem");
     sim.tls.write_cert_pem(&cert).expect("cert");
@@ -35,8 +38,10 @@ async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
         .port();
     let db_url = format!("sqlite://{}", dir.path().join("vmr.db").display());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut config = Config::default();
-    config.role = role;
+    let mut config = Config {
+        role,
+        ..Config::default()
+    };
     config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
     config.server.public_host = format!("127.0.0.1:{port}");
     config.server.dist_dir = root.join("dist");
@@ -160,11 +165,25 @@ async fn bad_requests_get_json_errors_and_consume_nothing() {
     let h = start(Role::All, |_| {}).await;
     let good = h.token(|_| {});
 
-    let (s, b) = h.post(Some(&good), "application/json", b"{\"integration\": ".to_vec()).await;
+    let (s, b) = h
+        .post(
+            Some(&good),
+            "application/json",
+            b"{\"integration\": ".to_vec(),
+        )
+        .await;
     assert_error(s, &b, 400, "invalid_json");
-    let (s, b) = h.post(Some(&good), "application/json", b"[1,2]".to_vec()).await;
+    let (s, b) = h
+        .post(Some(&good), "application/json", b"[1,2]".to_vec())
+        .await;
     assert_error(s, &b, 400, "invalid_json");
-    let (s, b) = h.post(Some(&good), "text/plain", request().to_string().into_bytes()).await;
+    let (s, b) = h
+        .post(
+            Some(&good),
+            "text/plain",
+            request().to_string().into_bytes(),
+        )
+        .await;
     assert_error(s, &b, 415, "unsupported_media_type");
     let big = json!({ "integration": "default", "subject": "x".repeat(70 * 1024) });
     let (s, b) = h.allocate(Some(&good), big).await;
@@ -223,7 +242,10 @@ async fn pane_config_manifest_and_health() {
     .await;
     let cfg: Value = h
         .client
-        .get(format!("{}/api/v1/pane-config?integration=default", h.origin))
+        .get(format!(
+            "{}/api/v1/pane-config?integration=default",
+            h.origin
+        ))
         .send()
         .await
         .expect("get")
@@ -266,7 +288,10 @@ async fn pane_files_are_served_precompressed_with_cache_rules() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.ends_with("_bg.wasm"))
     }) else {
-        assert!(std::env::var_os("CI").is_none(), "CI must build the pane first");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the pane first"
+        );
         eprintln!("dist/ not built; skipping (run `cargo xtask build-pane`)");
         return;
     };
@@ -314,7 +339,10 @@ async fn local_office_js_is_used_when_configured() {
         .await
         .expect("text");
     if html.contains("has not been built") {
-        assert!(std::env::var_os("CI").is_none(), "CI must build the pane first");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must build the pane first"
+        );
         return;
     }
     let local = format!("{}/office-js/office.js", h.origin);

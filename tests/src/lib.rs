@@ -58,11 +58,8 @@ pub struct Sim {
 impl Sim {
     /// Starts the simulator on a free loopback port.
     pub async fn start() -> Result<Sim> {
-        let running = vmr_simulator::start(
-            "127.0.0.1:0".parse()?,
-            vmr_simulator::DEFAULT_TENANT,
-        )
-        .await?;
+        let running =
+            vmr_simulator::start("127.0.0.1:0".parse()?, vmr_simulator::DEFAULT_TENANT).await?;
         let dir = tempfile::tempdir()?;
         let cert_file = dir.path().join("simulator.pem");
         running.tls.write_cert_pem(&cert_file)?;
@@ -263,7 +260,10 @@ impl ServerProcess {
             log,
         };
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let status = process.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let status = process
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             std::thread::sleep(Duration::from_millis(200));
             bail!(
                 "vmr-scheduler did not start (exit: {status:?}); its log:\n{}",
@@ -332,18 +332,20 @@ impl Browser {
             .spawn()
             .context("starting chromedriver")?;
         let profile = tempfile::tempdir()?.keep();
-        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
-                    "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
-        }))?;
+        let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+            serde_json::json!({
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": [
+                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--disable-quic", "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
+                        "--window-size=1280,900",
+                        format!("--user-data-dir={}", profile.display()),
+                    ]
+                }
+            }),
+        )?;
         let url = format!("http://127.0.0.1:{port}");
         let mut last = None;
         for _ in 0..100 {
@@ -361,7 +363,10 @@ impl Browser {
             }
         }
         let _ = driver.kill();
-        bail!("cannot start a Chromium session: {}", last.unwrap_or_default())
+        bail!(
+            "cannot start a Chromium session: {}",
+            last.unwrap_or_default()
+        )
     }
 
     /// Ends the session and the driver.

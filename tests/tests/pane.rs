@@ -98,7 +98,9 @@ async fn html_body_gets_instructions_tag_and_resource() -> Result<()> {
     let html = body(&s);
     // Instructions first, then the tag, then what the user had typed.
     let plain = html_to_plain(&html);
-    let join = plain.find("Join the video meeting").expect("instructions inserted");
+    let join = plain
+        .find("Join the video meeting")
+        .expect("instructions inserted");
     let tag_at = plain.find("PXPS:-").expect("tag inserted");
     assert!(join < tag_at, "instructions precede the tag:\n{plain}");
     let Some(Ok(MeetingTag::Pxps(id))) = find_tag(&html, true) else {
@@ -135,7 +137,10 @@ async fn text_body_gets_plain_instructions() -> Result<()> {
     assert!(text.starts_with("Join the video meeting\n"), "{text}");
     assert!(!text.contains('<'), "no markup in a text body: {text}");
     assert!(text.trim_end().ends_with("Agenda: budget"), "{text}");
-    assert!(matches!(find_tag(&text, false), Some(Ok(MeetingTag::Pxps(_)))));
+    assert!(matches!(
+        find_tag(&text, false),
+        Some(Ok(MeetingTag::Pxps(_)))
+    ));
     assert_eq!(attendees(&s), vec![RESOURCE.to_string()]);
     b.close().await;
     Ok(())
@@ -165,7 +170,9 @@ async fn existing_tag_means_already_assigned_and_nothing_allocated() -> Result<(
     let s = state(&b).await?;
     let calls: Vec<String> = serde_json::from_value(s["calls"].clone())?;
     assert!(
-        !calls.iter().any(|c| c == "getUserIdentityTokenAsync" || c == "body.prependAsync"),
+        !calls
+            .iter()
+            .any(|c| c == "getUserIdentityTokenAsync" || c == "body.prependAsync"),
         "no token, no insert: {calls:?}"
     );
     assert!(attendees(&s).is_empty());
@@ -186,11 +193,17 @@ async fn token_failure_shows_error_and_retry_succeeds() -> Result<()> {
     click_add(&b).await?;
     let text = wait_id(&b, "state-error").await?;
     assert!(text.contains("Error"), "{text}");
-    assert!(text.contains("9018"), "Office's error code is shown: {text}");
+    assert!(
+        text.contains("9018"),
+        "Office's error code is shown: {text}"
+    );
     // Retry after Outlook recovers.
     b.client.enter_parent_frame().await?;
     b.client
-        .execute("window.simulatedOutlook.setScenario({token: 'ok'});", vec![])
+        .execute(
+            "window.simulatedOutlook.setScenario({token: 'ok'});",
+            vec![],
+        )
         .await?;
     b.client
         .find(Locator::Css("#pane-frame"))
@@ -244,7 +257,10 @@ async fn management_down_inserts_placeholder_and_wrapped_token() -> Result<()> {
     let s = state(&b).await?;
     let html = body(&s);
     let plain = html_to_plain(&html);
-    assert!(plain.contains("Joining instructions will be sent to you soon"), "{plain}");
+    assert!(
+        plain.contains("Joining instructions will be sent to you soon"),
+        "{plain}"
+    );
     let Some(Ok(MeetingTag::Tok(token))) = find_tag(&html, true) else {
         bail!("no TOK tag in {html}");
     };
@@ -256,7 +272,9 @@ async fn management_down_inserts_placeholder_and_wrapped_token() -> Result<()> {
         .take_while(|l| !l.trim().is_empty())
         .collect();
     assert!(tok_lines.len() > 2, "{tok_lines:?}");
-    assert!(tok_lines.iter().all(|l| l.chars().count() <= TOK_WRAP_WIDTH));
+    assert!(tok_lines
+        .iter()
+        .all(|l| l.chars().count() <= TOK_WRAP_WIDTH));
     assert_eq!(attendees(&s), vec![RESOURCE.to_string()]);
     b.close().await;
     Ok(())
@@ -303,10 +321,17 @@ async fn button_is_disabled_while_working_and_keyboard_operable() -> Result<()> 
         .at_most(Duration::from_secs(5))
         .for_element(Locator::Css("#add-vmr[disabled][aria-busy='true']"))
         .await;
-    assert!(busy.is_ok(), "the button is disabled and aria-busy while working");
+    assert!(
+        busy.is_ok(),
+        "the button is disabled and aria-busy while working"
+    );
     wait_id(&b, "state-success").await?;
     let s = state(&b).await?;
-    assert_eq!(attendees(&s), vec![RESOURCE.to_string()], "one click, one insert");
+    assert_eq!(
+        attendees(&s),
+        vec![RESOURCE.to_string()],
+        "one click, one insert"
+    );
     assert_eq!(html_to_plain(&body(&s)).matches("PXPS:-").count(), 1);
     b.close().await;
     Ok(())

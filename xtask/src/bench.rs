@@ -44,7 +44,15 @@ pub fn run(args: &[String]) -> Result<()> {
     pane::build()?;
     cmd(
         "cargo",
-        &["build", "--release", "--bins", "-p", "vmr-server", "-p", "vmr-simulator"],
+        &[
+            "build",
+            "--release",
+            "--bins",
+            "-p",
+            "vmr-server",
+            "-p",
+            "vmr-simulator",
+        ],
         None,
     )?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -166,7 +174,8 @@ async fn mark(c: &fantoccini::Client, name: &str) -> Result<f64> {
             vec![serde_json::Value::String(name.into())],
         )
         .await?;
-    v.as_f64().with_context(|| format!("no performance mark {name}"))
+    v.as_f64()
+        .with_context(|| format!("no performance mark {name}"))
 }
 
 fn client() -> Result<reqwest::Client> {
@@ -225,7 +234,10 @@ async fn throughput(engine: &str, sim: &Sim, server: &ServerProcess) -> Result<(
         .running
         .simulator
         .exchange
-        .identity_token(&IdentityClaims::new(server.setup.pane_url(), "bench@example.com".to_string()));
+        .identity_token(&IdentityClaims::new(
+            server.setup.pane_url(),
+            "bench@example.com".to_string(),
+        ));
     // Warm up connections and the metadata cache.
     let warm = http
         .post(format!("{origin}/api/v1/alias"))
@@ -301,7 +313,10 @@ async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
             .running
             .simulator
             .exchange
-            .identity_token(&IdentityClaims::new(pane_url, "bench@example.com".to_string()));
+            .identity_token(&IdentityClaims::new(
+                pane_url,
+                "bench@example.com".to_string(),
+            ));
         let (http, issued, failed) = (http.clone(), issued.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut seen = Vec::new();

@@ -20,7 +20,11 @@ const SIMULATOR_PORT: u16 = 9443;
 pub fn run(_args: &[String]) -> Result<()> {
     setup::run()?;
     pane::build()?;
-    cmd("cargo", &["build", "--bins", "-p", "vmr-server", "-p", "vmr-simulator"], None)?;
+    cmd(
+        "cargo",
+        &["build", "--bins", "-p", "vmr-server", "-p", "vmr-simulator"],
+        None,
+    )?;
     let data = root().join("demo-data");
     std::fs::create_dir_all(&data)?;
     let sim_cert = data.join("simulator.pem");

@@ -58,7 +58,12 @@ pub fn cmd(program: &str, args: &[&str], dir: Option<&Path>) -> Result<()> {
 }
 
 /// [`cmd`] with extra environment variables.
-pub fn cmd_env(program: &str, args: &[&str], dir: Option<&Path>, env: &[(&str, &str)]) -> Result<()> {
+pub fn cmd_env(
+    program: &str,
+    args: &[&str],
+    dir: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Result<()> {
     eprintln!("xtask: $ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)

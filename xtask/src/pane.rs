@@ -14,7 +14,10 @@ pub fn build() -> Result<()> {
         "trunk",
         &["build", "--release"],
         None,
-        &[("TRUNK_SKIP_VERSION_CHECK", "true"), ("TRUNK_OFFLINE", "true")],
+        &[
+            ("TRUNK_SKIP_VERSION_CHECK", "true"),
+            ("TRUNK_OFFLINE", "true"),
+        ],
     )?;
     precompress()
 }
@@ -24,7 +27,7 @@ fn precompress() -> Result<()> {
     for entry in std::fs::read_dir(&dist).context("reading dist/")? {
         let path = entry?.path();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if !matches!(ext, "wasm" | "js" | "css" | "html") {
+        if !matches!(ext, "wasm" | "js" | "css") {
             continue;
         }
         let data = std::fs::read(&path)?;
@@ -47,7 +50,11 @@ pub fn transfer_sizes() -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dist).context("reading dist/ (run build-pane)")? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
         if let Some(orig) = name.strip_suffix(".br") {
             if orig.ends_with(".wasm") || orig.ends_with(".js") || orig.ends_with(".css") {
                 out.push((orig.to_string(), std::fs::metadata(&path)?.len()));

@@ -64,7 +64,11 @@ fn apt() -> Result<()> {
     cmd("apt-get", &["update", "-qq"], None)?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
-    cmd("env", &[&["DEBIAN_FRONTEND=noninteractive", "apt-get"][..], &args].concat(), None)
+    cmd(
+        "env",
+        &[&["DEBIAN_FRONTEND=noninteractive", "apt-get"][..], &args].concat(),
+        None,
+    )
 }
 
 /// The wasm-bindgen version locked in Cargo.lock.
@@ -94,7 +98,10 @@ fn installed_version(tool: &str) -> Option<String> {
 
 fn rust_tools() -> Result<()> {
     let targets = cmd_output("rustup", &["target", "list", "--installed"])?;
-    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+    if !targets
+        .lines()
+        .any(|t| t.trim() == "wasm32-unknown-unknown")
+    {
         cmd("rustup", &["target", "add", "wasm32-unknown-unknown"], None)?;
     }
     if !installed_version("trunk").is_some_and(|v| v.ends_with(TRUNK_VERSION)) {
@@ -122,14 +129,22 @@ fn npm_tools() -> Result<()> {
     let wanted = std::fs::read_to_string(root().join("xtask/tools/package.json"))?;
     let have = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
     let installed = dir.join("node_modules/binaryen/package.json").exists()
-        && dir.join("node_modules/@microsoft/office-js/package.json").exists();
+        && dir
+            .join("node_modules/@microsoft/office-js/package.json")
+            .exists();
     if have == wanted && installed {
         return Ok(());
     }
     std::fs::write(dir.join("package.json"), wanted)?;
     cmd(
         "npm",
-        &["install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+        &[
+            "install",
+            "--no-package-lock",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ],
         Some(&dir),
     )
 }

@@ -25,7 +25,14 @@ pub fn run(args: &[String]) -> Result<()> {
         cmd("cargo", &["fmt", "--all", "--", "--check"], None)?;
         cmd(
             "cargo",
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
             None,
         )?;
         cmd(
@@ -56,7 +63,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let webdriver = root().join("addin/webdriver.json");
     cmd_env(
         "cargo",
-        &["test", "-p", "vmr-addin", "--target", "wasm32-unknown-unknown"],
+        &[
+            "test",
+            "-p",
+            "vmr-addin",
+            "--target",
+            "wasm32-unknown-unknown",
+        ],
         None,
         &[
             ("CHROMEDRIVER", "/usr/bin/chromedriver"),
