@@ -17,6 +17,7 @@ pub mod integration;
 pub mod manifest;
 pub mod meeting_tag;
 pub mod storage;
+pub mod tag_resolution;
 pub mod templates;
 pub mod tls;
 pub mod token;

@@ -110,6 +110,8 @@ pub struct ServerSetup {
     pub public_host: Option<String>,
     /// Random digits per alias.
     pub alias_digits: u32,
+    /// PEM certificate and key files for the listener; default self-signed.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerSetup {
@@ -129,6 +131,7 @@ impl ServerSetup {
             release: false,
             public_host: None,
             alias_digits: 6,
+            tls_files: None,
         })
     }
 
@@ -181,6 +184,16 @@ impl ServerSetup {
             cas = list(&cas),
             secret = q(&self.shared_secret),
         );
+        if let Some((cert, key)) = &self.tls_files {
+            t = t.replace(
+                "[storage]\n",
+                &format!(
+                    "tls_cert = {}\ntls_key = {}\n[storage]\n",
+                    q(&cert.display().to_string()),
+                    q(&key.display().to_string())
+                ),
+            );
+        }
         if let Some(url) = &self.management_url {
             t.push_str(&format!("url = {}\n", q(url)));
         }

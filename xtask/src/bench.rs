@@ -291,6 +291,13 @@ async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
     // One deployment: every role answers for the same add-in host.
     let public_host = "vmr.bench.test".to_string();
     mgmt.public_host = Some(public_host.clone());
+    // Management's certificate is made first so the edges can trust it.
+    let certs = tempfile::tempdir()?;
+    let pair = vmr_server::tls::self_signed("127.0.0.1")?;
+    let (cert, key) = (certs.path().join("mgmt.pem"), certs.path().join("mgmt.key"));
+    std::fs::write(&cert, &pair.cert)?;
+    std::fs::write(&key, &pair.key)?;
+    mgmt.tls_files = Some((cert.clone(), key));
     let management = ServerProcess::start(mgmt)?;
     let mut edges = Vec::new();
     for _ in 0..4 {
@@ -299,6 +306,7 @@ async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
         e.port = vmr_e2e::free_port()?;
         e.management_url = Some(management.origin());
         e.public_host = Some(public_host.clone());
+        e.extra_ca_files.push(cert.clone());
         edges.push(ServerProcess::start(e)?);
     }
     let http = client()?;

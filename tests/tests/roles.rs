@@ -1,0 +1,109 @@
+//! End-to-end with separate edge and management processes: the deferred
+//! path (management down → placeholder + TOK in the meeting), and the same
+//! TOK accepted later by the function the mailbox processor uses.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use fantoccini::Locator;
+use vmr_e2e::{Browser, ServerProcess, ServerSetup, Sim};
+use vmr_protocol::tag::{find_tag, html_to_plain, MeetingTag};
+use vmr_server::app::App;
+use vmr_server::config::Config;
+use vmr_server::tag_resolution::{resolve, ResolvedTag};
+use vmr_simulator::outlook::ComposeScenario;
+
+async fn add_vmr(b: &Browser, sim: &Sim, pane_url: &str, want: &str) -> Result<String> {
+    b.client
+        .goto(&sim.compose_url(&ComposeScenario::new(pane_url)))
+        .await?;
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#pane-frame"))
+        .await?
+        .enter_frame()
+        .await?;
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#add-vmr:not([disabled])"))
+        .await?
+        .click()
+        .await?;
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id(want))
+        .await?;
+    b.client.enter_parent_frame().await?;
+    let state = b
+        .client
+        .execute("return window.simulatedOutlook.state();", vec![])
+        .await?;
+    Ok(state["body"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_token_is_accepted_once_management_is_back() -> Result<()> {
+    let sim = Sim::start().await?;
+    let mut edge = ServerSetup::with_simulator(&sim)?;
+    edge.role = "edge";
+    let mut management = ServerSetup::with_simulator(&sim)?;
+    management.role = "management";
+    // One deployment: Outlook knows only the edge's host.
+    management.public_host = Some(edge.public_host());
+    edge.management_url = Some(management.origin());
+    // Management's certificate exists before either starts, so the edge can trust it.
+    let certs = tempfile::tempdir()?;
+    let pair = vmr_server::tls::self_signed("127.0.0.1")?;
+    let (cert, key) = (certs.path().join("mgmt.pem"), certs.path().join("mgmt.key"));
+    std::fs::write(&cert, &pair.cert)?;
+    std::fs::write(&key, &pair.key)?;
+    management.tls_files = Some((cert.clone(), key));
+    edge.extra_ca_files.push(cert);
+    let edge_process = ServerProcess::start(edge.clone())?;
+    let b = Browser::start().await?;
+
+    // 1. Management is not running: the pane inserts placeholder + TOK.
+    let body = add_vmr(&b, &sim, &edge.pane_url(), "state-management-down").await?;
+    let Some(Ok(MeetingTag::Tok(_))) = find_tag(&body, true) else {
+        bail!("no TOK in {body}");
+    };
+    assert!(html_to_plain(&body).contains("Joining instructions will be sent"));
+
+    // 2. Management starts; the mailbox processor's check accepts that TOK.
+    let mgmt_process = ServerProcess::start(management.clone())?;
+    let config = Config::load(
+        Some(&mgmt_process.dir.path().join("config.toml")),
+        Vec::new(),
+    )?;
+    let app = App::build(config).await?;
+    let integration = &app.integrations["default"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    match resolve(&body, true, integration, &app.validator, now).await {
+        Ok(ResolvedTag::Deferred { identity, .. }) => {
+            assert_eq!(identity.email.as_deref(), Some("alice@example.com"));
+        }
+        other => bail!("the TOK was not accepted: {other:?}"),
+    }
+
+    // 3. With management up, the edge forwards and a real alias comes back.
+    let body = add_vmr(&b, &sim, &edge.pane_url(), "state-success").await?;
+    match find_tag(&body, true) {
+        Some(Ok(MeetingTag::Pxps(id))) => {
+            match resolve(&body, true, integration, &app.validator, now).await {
+                Ok(ResolvedTag::Alias(found)) => assert_eq!(found, id),
+                other => bail!("management's own tag was refused: {other:?}"),
+            }
+        }
+        other => bail!("no PXPS after management came back: {other:?}\n{body}"),
+    }
+    let log = mgmt_process.log_text();
+    assert!(!log.contains("ERROR"), "{log}");
+    drop(edge_process);
+    b.close().await;
+    Ok(())
+}
