@@ -3,6 +3,8 @@
 //! | route | roles | what |
 //! |---|---|---|
 //! | `GET /healthz` | all | liveness (`{"status":"ok","role":…}`) |
+//! | `GET /readyz` | all | readiness: the database answers (management, all) |
+//! | `GET /metrics` | all | Prometheus: allocations, collisions, alias space use |
 //! | `GET /api/v1/pane-config?integration=…` | all | pane texts |
 //! | `POST /api/v1/alias` | all | allocate (all, management) or forward (edge) |
 //! | `GET /manifest.xml`, `GET /manifest/{id}.xml` | all | rendered manifest |
@@ -49,6 +51,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::map_response(cache_for_hashed_assets));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(PANE_CONFIG_PATH, get(pane_config))
         .route(ALIAS_PATH, post(alias))
         .route("/manifest.xml", get(default_manifest))
@@ -81,6 +85,78 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         Role::Management => "management",
     };
     Json(serde_json::json!({ "status": "ok", "role": role })).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiFailure> {
+    if let Some(storage) = &app.storage {
+        storage.ping().await.map_err(|e| {
+            ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                e.to_string(),
+            )
+        })?;
+    }
+    Ok(Json(serde_json::json!({ "status": "ready" })).into_response())
+}
+
+/// Share of an alias space above which `/metrics` flags it as nearly exhausted.
+const NEARLY_EXHAUSTED: f64 = 0.80;
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &app.stats;
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "vmr_aliases_allocated_total",
+            "Aliases allocated since start.",
+            s.allocated.load(Relaxed),
+        ),
+        (
+            "vmr_alias_collisions_total",
+            "Random draws that hit an alias issued before.",
+            s.collisions.load(Relaxed),
+        ),
+        (
+            "vmr_alias_refused_exhausted_total",
+            "Allocations refused because the alias space is nearly exhausted.",
+            s.refused_exhausted.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(out, "# HELP vmr_alias_space_used Aliases ever issued per integration.\n# TYPE vmr_alias_space_used gauge");
+    for (id, i) in &app.integrations {
+        let _ = writeln!(
+            out,
+            "vmr_alias_space_used{{integration=\"{id}\"}} {}",
+            i.issued.load(Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# HELP vmr_alias_space_size Possible aliases per integration.\n# TYPE vmr_alias_space_size gauge");
+    for (id, i) in &app.integrations {
+        let _ = writeln!(
+            out,
+            "vmr_alias_space_size{{integration=\"{id}\"}} {}",
+            alias_service::space_size(i.config.alias_digits)
+        );
+    }
+    let _ = writeln!(out, "# HELP vmr_alias_space_nearly_exhausted 1 when more than 80% of the space is used.\n# TYPE vmr_alias_space_nearly_exhausted gauge");
+    for (id, i) in &app.integrations {
+        let used = i.issued.load(Relaxed) as f64;
+        let size = alias_service::space_size(i.config.alias_digits) as f64;
+        let flag = u8::from(used / size >= NEARLY_EXHAUSTED);
+        let _ = writeln!(
+            out,
+            "vmr_alias_space_nearly_exhausted{{integration=\"{id}\"}} {flag}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 #[derive(Deserialize)]

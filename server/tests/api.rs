@@ -277,6 +277,38 @@ async fn pane_config_manifest_and_health() {
         .await
         .expect("json");
     assert_eq!(health["status"], "ok");
+    let ready = h
+        .client
+        .get(format!("{}/readyz", h.origin))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ready.status().as_u16(), 200);
+    let token = h.token(|_| {});
+    let (s, _) = h.allocate(Some(&token), request()).await;
+    assert_eq!(s, 200);
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.origin))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("vmr_aliases_allocated_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vmr_alias_space_used{integration=\"default\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vmr_alias_space_size{integration=\"default\"} 1000000"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vmr_alias_space_nearly_exhausted{integration=\"default\"} 0"));
 }
 
 #[tokio::test]
