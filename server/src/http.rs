@@ -392,8 +392,9 @@ async fn pane_index(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Trunk names built files `<name>-<16 hex>.<ext>`: those never change, so
-/// they may be cached forever; anything else is revalidated.
+/// Trunk names built files `<name>-<hash>.<ext>`, the hash a 64-bit value in
+/// hex without leading zeros: those never change, so they may be cached
+/// forever; anything else is revalidated.
 async fn cache_for_hashed_assets(uri: axum::http::Uri, mut response: Response) -> Response {
     let immutable = is_hashed_asset(uri.path());
     let value = if immutable {
@@ -414,8 +415,9 @@ pub fn is_hashed_asset(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
     let stem = name.split('.').next().unwrap_or("");
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
-    stem.rsplit_once('-')
-        .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    stem.rsplit_once('-').is_some_and(|(_, h)| {
+        (10..=16).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 #[cfg(test)]
@@ -427,6 +429,9 @@ mod tests {
         assert!(is_hashed_asset("/vmr-addin-1a2b3c4d5e6f7a8b_bg.wasm"));
         assert!(is_hashed_asset("/vmr-addin-1a2b3c4d5e6f7a8b.js"));
         assert!(is_hashed_asset("/style-0123456789abcdef.css"));
+        // Trunk drops leading zeros of the hash.
+        assert!(is_hashed_asset("/vmr-addin-597d402194cb226_bg.wasm"));
+        assert!(!is_hashed_asset("/vmr-addin-final.js"));
         assert!(!is_hashed_asset("/index.html"));
         assert!(!is_hashed_asset("/office-js/office.js"));
     }
