@@ -217,7 +217,7 @@ fn mark(name: &str) {
 }
 
 fn view(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent>) -> Html {
-    let Some(c) = config else {
+    let Some(c) = config.map(|c| &c.texts) else {
         return match phase {
             Phase::NotInOutlook(why) => status("Not in Outlook", why, "state-not-in-outlook"),
             Phase::Loading => status("Loading", "Starting…", "state-loading"),

@@ -23,11 +23,23 @@ pub enum AuthMethod {
     NaaToken,
 }
 
-/// Texts and settings the pane shows; all admin-configurable per integration.
+/// What `GET /api/v1/pane-config` answers: the integration's pane texts and settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaneConfig {
     /// Integration this pane belongs to (echoed back in [`AliasRequest`]).
     pub integration: String,
+    /// How the pane must authenticate.
+    pub auth_method: AuthMethod,
+    /// Show a debug log in the pane.
+    pub debug_logs: bool,
+    pub texts: PaneTexts,
+}
+
+/// Task pane texts, admin-configurable per integration (each ≤ 250
+/// characters). The defaults paraphrase Pexip's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaneTexts {
     pub title: String,
     pub description: String,
     pub button_label: String,
@@ -41,10 +53,54 @@ pub struct PaneConfig {
     pub management_down_message: String,
     pub unavailable_heading: String,
     pub unavailable_message: String,
-    /// How the pane must authenticate.
-    pub auth_method: AuthMethod,
-    /// Show a debug log in the pane.
-    pub debug_logs: bool,
+}
+
+impl PaneTexts {
+    /// Every text with its config key, for validation.
+    pub fn fields(&self) -> [(&'static str, &str); 13] {
+        [
+            ("title", &self.title),
+            ("description", &self.description),
+            ("button_label", &self.button_label),
+            ("success_heading", &self.success_heading),
+            ("success_message", &self.success_message),
+            ("already_assigned_heading", &self.already_assigned_heading),
+            ("already_assigned_message", &self.already_assigned_message),
+            ("general_error_heading", &self.general_error_heading),
+            ("general_error_message", &self.general_error_message),
+            ("management_down_heading", &self.management_down_heading),
+            ("management_down_message", &self.management_down_message),
+            ("unavailable_heading", &self.unavailable_heading),
+            ("unavailable_message", &self.unavailable_message),
+        ]
+    }
+}
+
+impl Default for PaneTexts {
+    fn default() -> Self {
+        let s = |t: &str| t.to_string();
+        PaneTexts {
+            title: s("Add a VMR"),
+            description: s("This assigns a Virtual Meeting Room for your meeting"),
+            button_label: s("Add a Single-use VMR"),
+            success_heading: s("Success"),
+            success_message: s("This meeting is now set up to be hosted in a Virtual Meeting \
+                Room. Please note this conference is not scheduled until you select Send."),
+            already_assigned_heading: s("VMR already assigned"),
+            already_assigned_message: s("This meeting has already been set up to use a Virtual \
+                Meeting Room. If this is a new meeting, select Send to schedule it."),
+            general_error_heading: s("Error"),
+            general_error_message: s(
+                "There was a problem adding the joining instructions. Please try again.",
+            ),
+            management_down_heading: s("Cannot assign a VMR right now"),
+            management_down_message: s("We are unable to assign a VMR at this time. Select Send \
+                to schedule the meeting, and all attendees will be sent joining instructions later."),
+            unavailable_heading: s("Add-in not available"),
+            unavailable_message: s("The video meeting add-in is not available right now. \
+                Please try again later."),
+        }
+    }
 }
 
 /// The kind of meeting body Outlook reported (`body.getTypeAsync`).

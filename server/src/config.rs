@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use vmr_protocol::AuthMethod;
+use vmr_protocol::{AuthMethod, PaneTexts};
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +218,10 @@ pub struct IntegrationConfig {
     pub addin_version: String,
     pub auth: AuthConfig,
     pub addin: AddinTexts,
+    /// `[integration.pane]`: task pane texts.
     pub pane: PaneTexts,
+    /// Show a debug log in the pane (for every user).
+    pub pane_debug_logs: bool,
     /// Template overrides; see `templates.rs` for names and defaults.
     pub templates: BTreeMap<String, String>,
     /// Minutes before start participants can join (0–180).
@@ -242,6 +245,7 @@ impl Default for IntegrationConfig {
             auth: AuthConfig::default(),
             addin: AddinTexts::default(),
             pane: PaneTexts::default(),
+            pane_debug_logs: false,
             templates: BTreeMap::new(),
             meeting_buffer_before: 30,
             meeting_buffer_after: 60,
@@ -311,57 +315,6 @@ impl Default for AddinTexts {
                 The meeting is not scheduled until you select Send."
                 .into(),
             supports_shared_folders: true,
-        }
-    }
-}
-
-/// `[integration.pane]`: task pane texts (each ≤ 250 characters).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PaneTexts {
-    pub title: String,
-    pub description: String,
-    pub button_label: String,
-    pub success_heading: String,
-    pub success_message: String,
-    pub already_assigned_heading: String,
-    pub already_assigned_message: String,
-    pub general_error_heading: String,
-    pub general_error_message: String,
-    pub management_down_heading: String,
-    pub management_down_message: String,
-    pub unavailable_heading: String,
-    pub unavailable_message: String,
-    pub debug_logs: bool,
-}
-
-impl Default for PaneTexts {
-    fn default() -> Self {
-        PaneTexts {
-            title: "Add a VMR".into(),
-            description: "This assigns a Virtual Meeting Room for your meeting".into(),
-            button_label: "Add a Single-use VMR".into(),
-            success_heading: "Success".into(),
-            success_message: "This meeting is now set up to be hosted in a Virtual Meeting Room. \
-                Please note this conference is not scheduled until you select Send."
-                .into(),
-            already_assigned_heading: "VMR already assigned".into(),
-            already_assigned_message: "This meeting has already been set up to use a Virtual \
-                Meeting Room. If this is a new meeting, select Send to schedule it."
-                .into(),
-            general_error_heading: "Error".into(),
-            general_error_message:
-                "There was a problem adding the joining instructions. Please try again.".into(),
-            management_down_heading: "Cannot assign a VMR right now".into(),
-            management_down_message:
-                "We are unable to assign a VMR at this time. Select Send \
-                to schedule the meeting, and all attendees will be sent joining instructions later."
-                    .into(),
-            unavailable_heading: "Add-in not available".into(),
-            unavailable_message: "The video meeting add-in is not available right now. \
-                Please try again later."
-                .into(),
-            debug_logs: false,
         }
     }
 }
@@ -601,10 +554,10 @@ impl IntegrationConfig {
                 ));
             }
         }
-        for (name, text) in self.pane.texts() {
+        for (name, text) in self.pane.fields() {
             if text.chars().count() > 250 {
                 return Err(ConfigError::key(
-                    key(name),
+                    key(&format!("pane.{name}")),
                     format!(
                         "is {} characters long; the limit is 250",
                         text.chars().count()
@@ -647,38 +600,6 @@ impl IntegrationConfig {
             server.public_origin(),
             self.id
         )
-    }
-}
-
-impl PaneTexts {
-    fn texts(&self) -> Vec<(&'static str, &str)> {
-        vec![
-            ("pane.title", &self.title),
-            ("pane.description", &self.description),
-            ("pane.button_label", &self.button_label),
-            ("pane.success_heading", &self.success_heading),
-            ("pane.success_message", &self.success_message),
-            (
-                "pane.already_assigned_heading",
-                &self.already_assigned_heading,
-            ),
-            (
-                "pane.already_assigned_message",
-                &self.already_assigned_message,
-            ),
-            ("pane.general_error_heading", &self.general_error_heading),
-            ("pane.general_error_message", &self.general_error_message),
-            (
-                "pane.management_down_heading",
-                &self.management_down_heading,
-            ),
-            (
-                "pane.management_down_message",
-                &self.management_down_message,
-            ),
-            ("pane.unavailable_heading", &self.unavailable_heading),
-            ("pane.unavailable_message", &self.unavailable_message),
-        ]
     }
 }
 

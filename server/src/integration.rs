@@ -62,24 +62,11 @@ impl Integration {
 
     /// What `GET /api/v1/pane-config` answers.
     pub fn pane_config(&self) -> PaneConfig {
-        let p = &self.config.pane;
         PaneConfig {
             integration: self.config.id.clone(),
-            title: p.title.clone(),
-            description: p.description.clone(),
-            button_label: p.button_label.clone(),
-            success_heading: p.success_heading.clone(),
-            success_message: p.success_message.clone(),
-            already_assigned_heading: p.already_assigned_heading.clone(),
-            already_assigned_message: p.already_assigned_message.clone(),
-            general_error_heading: p.general_error_heading.clone(),
-            general_error_message: p.general_error_message.clone(),
-            management_down_heading: p.management_down_heading.clone(),
-            management_down_message: p.management_down_message.clone(),
-            unavailable_heading: p.unavailable_heading.clone(),
-            unavailable_message: p.unavailable_message.clone(),
             auth_method: self.config.auth.method,
-            debug_logs: p.debug_logs,
+            debug_logs: self.config.pane_debug_logs,
+            texts: self.config.pane.clone(),
         }
     }
 }

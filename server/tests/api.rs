@@ -252,8 +252,8 @@ async fn pane_config_manifest_and_health() {
         .json()
         .await
         .expect("json");
-    assert_eq!(cfg["title"], "Book a room");
-    assert_eq!(cfg["button_label"], "Add a Single-use VMR");
+    assert_eq!(cfg["texts"]["title"], "Book a room");
+    assert_eq!(cfg["texts"]["button_label"], "Add a Single-use VMR");
     assert_eq!(cfg["auth_method"], "EXCHANGE_USER_ID_TOKEN");
     let manifest = h
         .client

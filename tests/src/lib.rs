@@ -12,8 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use fantoccini::Locator;
 use vmr_simulator::outlook::ComposeScenario;
 use vmr_simulator::RunningSimulator;
+
+/// How long a browser wait may take.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -46,6 +50,16 @@ pub fn bin(name: &str) -> Result<PathBuf> {
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Writes a self-signed certificate and key for 127.0.0.1 into `dir`, so a
+/// process can be trusted by others before it starts; returns (cert, key).
+pub fn certificate_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let pair = vmr_server::tls::self_signed("127.0.0.1")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &pair.cert)?;
+    std::fs::write(&key, &pair.key)?;
+    Ok((cert, key))
 }
 
 /// The simulator, running in this process, with its certificate on disk.
@@ -380,6 +394,68 @@ impl Browser {
             "cannot start a Chromium session: {}",
             last.unwrap_or_default()
         )
+    }
+
+    /// Opens the simulated compose window for `scenario` and enters the pane's frame.
+    pub async fn open(&self, sim: &Sim, scenario: &ComposeScenario) -> Result<()> {
+        self.client.goto(&sim.compose_url(scenario)).await?;
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#pane-frame"))
+            .await?
+            .enter_frame()
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `script` in the compose window (top frame), then returns to the pane frame.
+    pub async fn in_outlook(&self, script: &str, args: Vec<serde_json::Value>) -> Result<()> {
+        self.client.enter_parent_frame().await?;
+        self.client.execute(script, args).await?;
+        self.client
+            .find(Locator::Css("#pane-frame"))
+            .await?
+            .enter_frame()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for an element with `id` in the current frame; returns its text.
+    pub async fn wait_id(&self, id: &str) -> Result<String> {
+        let e = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Id(id))
+            .await
+            .map_err(|e| anyhow::anyhow!("#{id} did not appear: {e}"))?;
+        Ok(e.text().await?)
+    }
+
+    /// Waits for the pane's add button to be enabled.
+    pub async fn add_button(&self) -> Result<fantoccini::elements::Element> {
+        Ok(self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#add-vmr:not([disabled])"))
+            .await?)
+    }
+
+    /// Waits for the add button to be enabled, then clicks it.
+    pub async fn click_add(&self) -> Result<()> {
+        self.add_button().await?.click().await?;
+        Ok(())
+    }
+
+    /// Leaves the pane frame and returns the simulated appointment's state.
+    pub async fn outlook_state(&self) -> Result<serde_json::Value> {
+        self.client.enter_parent_frame().await?;
+        Ok(self
+            .client
+            .execute("return window.simulatedOutlook.state();", vec![])
+            .await?)
     }
 
     /// Ends the session and the driver.

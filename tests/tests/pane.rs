@@ -15,53 +15,6 @@ use vmr_simulator::outlook::{BodyFormat, ComposeScenario, ItemKind, TokenMode};
 
 const RESOURCE: &str = "vmr@example.com";
 
-/// Opens the compose window and switches into the pane's frame.
-async fn open(b: &Browser, sim: &Sim, scenario: &ComposeScenario) -> Result<()> {
-    b.client.goto(&sim.compose_url(scenario)).await?;
-    let frame = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#pane-frame"))
-        .await?;
-    frame.enter_frame().await?;
-    Ok(())
-}
-
-/// Waits for an element with `id` in the pane frame; returns its text.
-async fn wait_id(b: &Browser, id: &str) -> Result<String> {
-    let e = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Id(id))
-        .await
-        .map_err(|e| anyhow::anyhow!("#{id} did not appear: {e}"))?;
-    Ok(e.text().await?)
-}
-
-/// Waits for the add button to be enabled, then clicks it.
-async fn click_add(b: &Browser) -> Result<()> {
-    let button = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#add-vmr:not([disabled])"))
-        .await?;
-    button.click().await?;
-    Ok(())
-}
-
-/// The simulated appointment (top frame).
-async fn state(b: &Browser) -> Result<Value> {
-    b.client.enter_parent_frame().await?;
-    let v = b
-        .client
-        .execute("return window.simulatedOutlook.state();", vec![])
-        .await?;
-    Ok(v)
-}
-
 fn attendees(state: &Value) -> Vec<String> {
     state["requiredAttendees"]
         .as_array()
@@ -89,12 +42,12 @@ async fn html_body_gets_instructions_tag_and_resource() -> Result<()> {
     let (sim, server, b) = setup().await?;
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.subject = "Quarterly <review> & plans".into();
-    open(&b, &sim, &scenario).await?;
-    assert_eq!(wait_id(&b, "pane-title").await?, "Add a VMR");
-    click_add(&b).await?;
-    let text = wait_id(&b, "state-success").await?;
+    b.open(&sim, &scenario).await?;
+    assert_eq!(b.wait_id("pane-title").await?, "Add a VMR");
+    b.click_add().await?;
+    let text = b.wait_id("state-success").await?;
     assert!(text.contains("Success"), "{text}");
-    let s = state(&b).await?;
+    let s = b.outlook_state().await?;
     let html = body(&s);
     // Instructions first, then the tag, then what the user had typed.
     let plain = html_to_plain(&html);
@@ -119,19 +72,12 @@ async fn text_body_gets_plain_instructions() -> Result<()> {
     let (sim, server, b) = setup().await?;
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.body = BodyFormat::Text;
-    open(&b, &sim, &scenario).await?;
-    b.client.enter_parent_frame().await?;
-    b.client
-        .execute("window.simulatedOutlook.setBody('Agenda: budget');", vec![])
+    b.open(&sim, &scenario).await?;
+    b.in_outlook("window.simulatedOutlook.setBody('Agenda: budget');", vec![])
         .await?;
-    b.client
-        .find(Locator::Css("#pane-frame"))
-        .await?
-        .enter_frame()
-        .await?;
-    click_add(&b).await?;
-    wait_id(&b, "state-success").await?;
-    let s = state(&b).await?;
+    b.click_add().await?;
+    b.wait_id("state-success").await?;
+    let s = b.outlook_state().await?;
     let text = body(&s);
     assert_eq!(s["bodyType"], "text");
     assert!(text.starts_with("Join the video meeting\n"), "{text}");
@@ -150,24 +96,17 @@ async fn text_body_gets_plain_instructions() -> Result<()> {
 async fn existing_tag_means_already_assigned_and_nothing_allocated() -> Result<()> {
     let (sim, server, b) = setup().await?;
     let scenario = ComposeScenario::new(server.setup.pane_url());
-    open(&b, &sim, &scenario).await?;
-    b.client.enter_parent_frame().await?;
+    b.open(&sim, &scenario).await?;
     let preset = "<p>Join</p><p>PXPS:-0a1b2c3d-00112233445566778899aabbccddeeff-ffeeddccbbaa99887766554433221100#</p>";
-    b.client
-        .execute(
-            "window.simulatedOutlook.setBody(arguments[0]); window.simulatedOutlook.clearCalls();",
-            vec![Value::String(preset.into())],
-        )
-        .await?;
-    b.client
-        .find(Locator::Css("#pane-frame"))
-        .await?
-        .enter_frame()
-        .await?;
-    click_add(&b).await?;
-    let text = wait_id(&b, "state-already-assigned").await?;
+    b.in_outlook(
+        "window.simulatedOutlook.setBody(arguments[0]); window.simulatedOutlook.clearCalls();",
+        vec![Value::String(preset.into())],
+    )
+    .await?;
+    b.click_add().await?;
+    let text = b.wait_id("state-already-assigned").await?;
     assert!(text.contains("VMR already assigned"), "{text}");
-    let s = state(&b).await?;
+    let s = b.outlook_state().await?;
     let calls: Vec<String> = serde_json::from_value(s["calls"].clone())?;
     assert!(
         !calls
@@ -176,9 +115,15 @@ async fn existing_tag_means_already_assigned_and_nothing_allocated() -> Result<(
         "no token, no insert: {calls:?}"
     );
     assert!(attendees(&s).is_empty());
+    let metrics = vmr_e2e::insecure_client()?
+        .get(format!("{}/metrics", server.origin()))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(
-        server.log_text().find("alias allocated").is_none(),
-        "the server allocated nothing"
+        metrics.contains("vmr_aliases_allocated_total 0"),
+        "the server allocated nothing: {metrics}"
     );
     b.close().await;
     Ok(())
@@ -189,9 +134,9 @@ async fn token_failure_shows_error_and_retry_succeeds() -> Result<()> {
     let (sim, server, b) = setup().await?;
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.token = TokenMode::Fail;
-    open(&b, &sim, &scenario).await?;
-    click_add(&b).await?;
-    let text = wait_id(&b, "state-error").await?;
+    b.open(&sim, &scenario).await?;
+    b.click_add().await?;
+    let text = b.wait_id("state-error").await?;
     assert!(text.contains("Error"), "{text}");
     assert!(
         text.contains("9018"),
@@ -210,9 +155,9 @@ async fn token_failure_shows_error_and_retry_succeeds() -> Result<()> {
         .await?
         .enter_frame()
         .await?;
-    click_add(&b).await?;
-    wait_id(&b, "state-success").await?;
-    let s = state(&b).await?;
+    b.click_add().await?;
+    b.wait_id("state-success").await?;
+    let s = b.outlook_state().await?;
     assert_eq!(attendees(&s), vec![RESOURCE.to_string()]);
     assert_eq!(html_to_plain(&body(&s)).matches("PXPS:-").count(), 1);
     b.close().await;
@@ -223,17 +168,13 @@ async fn token_failure_shows_error_and_retry_succeeds() -> Result<()> {
 async fn server_gone_after_start_means_unavailable() -> Result<()> {
     let (sim, mut server, b) = setup().await?;
     let scenario = ComposeScenario::new(server.setup.pane_url());
-    open(&b, &sim, &scenario).await?;
-    b.client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#add-vmr:not([disabled])"))
-        .await?;
+    b.open(&sim, &scenario).await?;
+    b.add_button().await?;
     server.stop();
-    click_add(&b).await?;
-    let text = wait_id(&b, "state-unavailable").await?;
+    b.click_add().await?;
+    let text = b.wait_id("state-unavailable").await?;
     assert!(text.contains("not available"), "{text}");
-    let s = state(&b).await?;
+    let s = b.outlook_state().await?;
     assert!(attendees(&s).is_empty(), "nothing inserted");
     assert!(!html_to_plain(&body(&s)).contains("PXPS:-"));
     b.close().await;
@@ -250,11 +191,11 @@ async fn management_down_inserts_placeholder_and_wrapped_token() -> Result<()> {
     let server = ServerProcess::start(edge)?;
     let b = Browser::start().await?;
     let scenario = ComposeScenario::new(server.setup.pane_url());
-    open(&b, &sim, &scenario).await?;
-    click_add(&b).await?;
-    let text = wait_id(&b, "state-management-down").await?;
+    b.open(&sim, &scenario).await?;
+    b.click_add().await?;
+    let text = b.wait_id("state-management-down").await?;
     assert!(text.contains("Cannot assign a VMR right now"), "{text}");
-    let s = state(&b).await?;
+    let s = b.outlook_state().await?;
     let html = body(&s);
     let plain = html_to_plain(&html);
     assert!(
@@ -285,13 +226,13 @@ async fn outside_outlook_and_not_organizing_say_so() -> Result<()> {
     let (sim, server, b) = setup().await?;
     // The pane opened directly in a browser.
     b.client.goto(&server.setup.pane_url()).await?;
-    let text = wait_id(&b, "state-not-in-outlook").await?;
+    let text = b.wait_id("state-not-in-outlook").await?;
     assert!(text.contains("Outlook"), "{text}");
     // A message instead of a meeting.
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.item = ItemKind::Message;
-    open(&b, &sim, &scenario).await?;
-    let text = wait_id(&b, "state-not-organizing").await?;
+    b.open(&sim, &scenario).await?;
+    let text = b.wait_id("state-not-organizing").await?;
     assert!(text.contains("meeting"), "{text}");
     assert!(b.client.find(Locator::Id("add-vmr")).await.is_err());
     b.close().await;
@@ -303,13 +244,8 @@ async fn button_is_disabled_while_working_and_keyboard_operable() -> Result<()> 
     let (sim, server, b) = setup().await?;
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.delay = 400;
-    open(&b, &sim, &scenario).await?;
-    let button = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#add-vmr:not([disabled])"))
-        .await?;
+    b.open(&sim, &scenario).await?;
+    let button = b.add_button().await?;
     // Keyboard: focus the button and press Enter.
     b.client
         .execute("document.getElementById('add-vmr').focus();", vec![])
@@ -325,8 +261,8 @@ async fn button_is_disabled_while_working_and_keyboard_operable() -> Result<()> 
         busy.is_ok(),
         "the button is disabled and aria-busy while working"
     );
-    wait_id(&b, "state-success").await?;
-    let s = state(&b).await?;
+    b.wait_id("state-success").await?;
+    let s = b.outlook_state().await?;
     assert_eq!(
         attendees(&s),
         vec![RESOURCE.to_string()],

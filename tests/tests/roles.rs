@@ -2,10 +2,7 @@
 //! path (management down → placeholder + TOK in the meeting), and the same
 //! TOK accepted later by the function the mailbox processor uses.
 
-use std::time::Duration;
-
 use anyhow::{bail, Result};
-use fantoccini::Locator;
 use vmr_e2e::{Browser, ServerProcess, ServerSetup, Sim};
 use vmr_protocol::tag::{find_tag, html_to_plain, MeetingTag};
 use vmr_server::app::App;
@@ -14,33 +11,10 @@ use vmr_server::tag_resolution::{resolve, ResolvedTag};
 use vmr_simulator::outlook::ComposeScenario;
 
 async fn add_vmr(b: &Browser, sim: &Sim, pane_url: &str, want: &str) -> Result<String> {
-    b.client
-        .goto(&sim.compose_url(&ComposeScenario::new(pane_url)))
-        .await?;
-    b.client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#pane-frame"))
-        .await?
-        .enter_frame()
-        .await?;
-    b.client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#add-vmr:not([disabled])"))
-        .await?
-        .click()
-        .await?;
-    b.client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Id(want))
-        .await?;
-    b.client.enter_parent_frame().await?;
-    let state = b
-        .client
-        .execute("return window.simulatedOutlook.state();", vec![])
-        .await?;
+    b.open(sim, &ComposeScenario::new(pane_url)).await?;
+    b.click_add().await?;
+    b.wait_id(want).await?;
+    let state = b.outlook_state().await?;
     Ok(state["body"].as_str().unwrap_or_default().to_string())
 }
 
@@ -56,10 +30,7 @@ async fn deferred_token_is_accepted_once_management_is_back() -> Result<()> {
     edge.management_url = Some(management.origin());
     // Management's certificate exists before either starts, so the edge can trust it.
     let certs = tempfile::tempdir()?;
-    let pair = vmr_server::tls::self_signed("127.0.0.1")?;
-    let (cert, key) = (certs.path().join("mgmt.pem"), certs.path().join("mgmt.key"));
-    std::fs::write(&cert, &pair.cert)?;
-    std::fs::write(&key, &pair.key)?;
+    let (cert, key) = vmr_e2e::certificate_files(certs.path())?;
     management.tls_files = Some((cert.clone(), key));
     edge.extra_ca_files.push(cert);
     let edge_process = ServerProcess::start(edge.clone())?;

@@ -121,25 +121,13 @@ async fn pane_timings(sim: &Sim, server: &ServerProcess) -> Result<()> {
     let mut ready = Vec::new();
     let mut click = Vec::new();
     for i in 0..LOADS {
-        let scenario = ComposeScenario::new(server.setup.pane_url());
-        c.goto(&sim.compose_url(&scenario)).await?;
-        let frame = c
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(fantoccini::Locator::Css("#pane-frame"))
+        browser
+            .open(sim, &ComposeScenario::new(server.setup.pane_url()))
             .await?;
-        frame.enter_frame().await?;
-        let button = c
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(fantoccini::Locator::Css("#add-vmr:not([disabled])"))
-            .await?;
+        let button = browser.add_button().await?;
         let t = mark(c, "vmr-ready").await?;
         button.click().await?;
-        c.wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(fantoccini::Locator::Id("state-success"))
-            .await?;
+        browser.wait_id("state-success").await?;
         let done = mark(c, "vmr-done").await? - mark(c, "vmr-click").await?;
         // The first load is cold (nothing cached); report it apart.
         if i == 0 {
@@ -293,10 +281,7 @@ async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
     mgmt.public_host = Some(public_host.clone());
     // Management's certificate is made first so the edges can trust it.
     let certs = tempfile::tempdir()?;
-    let pair = vmr_server::tls::self_signed("127.0.0.1")?;
-    let (cert, key) = (certs.path().join("mgmt.pem"), certs.path().join("mgmt.key"));
-    std::fs::write(&cert, &pair.cert)?;
-    std::fs::write(&key, &pair.key)?;
+    let (cert, key) = vmr_e2e::certificate_files(certs.path())?;
     mgmt.tls_files = Some((cert.clone(), key));
     let management = ServerProcess::start(mgmt)?;
     let mut edges = Vec::new();
