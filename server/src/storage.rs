@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::{mpsc, oneshot};
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum StorageError {
     Open { url: String, source: sqlx::Error },
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error while inserting aliases: {0}")]
+    Batch(String),
     #[error("database error while {doing}: {source}")]
     Query {
         doing: &'static str,
@@ -61,6 +64,107 @@ pub struct StoredAlias {
 pub struct Storage {
     pool: AnyPool,
     sqlite: bool,
+    writer: mpsc::Sender<InsertJob>,
+}
+
+/// Most inserts one group commit carries.
+const MAX_BATCH: usize = 256;
+
+/// An alias row queued for the writer task.
+#[derive(Debug)]
+struct OwnedAlias {
+    id: String,
+    integration: String,
+    numeric_alias: String,
+    alias: String,
+    created_at: i64,
+    auth_method: String,
+    requester_id: String,
+    requester_email: Option<String>,
+    organizer_email: Option<String>,
+    organizer_name: Option<String>,
+    subject: Option<String>,
+}
+
+impl From<&NewAlias<'_>> for OwnedAlias {
+    fn from(a: &NewAlias<'_>) -> Self {
+        let own = |s: Option<&str>| s.map(str::to_string);
+        OwnedAlias {
+            id: a.id.to_string(),
+            integration: a.integration.to_string(),
+            numeric_alias: a.numeric_alias.to_string(),
+            alias: a.alias.to_string(),
+            created_at: a.created_at,
+            auth_method: a.auth_method.to_string(),
+            requester_id: a.requester_id.to_string(),
+            requester_email: own(a.requester_email),
+            organizer_email: own(a.organizer_email),
+            organizer_name: own(a.organizer_name),
+            subject: own(a.subject),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct InsertJob {
+    row: OwnedAlias,
+    reply: oneshot::Sender<Result<bool, StorageError>>,
+}
+
+/// Commits queued inserts in batches until every [`Storage`] clone is gone.
+async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match insert_batch(&pool, &batch).await {
+            Ok(inserted) => {
+                for (job, ok) in batch.into_iter().zip(inserted) {
+                    let _ = job.reply.send(Ok(ok));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(StorageError::Batch(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts a batch in one transaction; per row, whether it was new.
+async fn insert_batch(pool: &AnyPool, batch: &[InsertJob]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut inserted = Vec::with_capacity(batch.len());
+    for InsertJob { row: a, .. } in batch {
+        let result: AnyQueryResult = sqlx::query(
+            "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
+             auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) \
+             VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (integration, numeric_alias) DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.integration)
+        .bind(&a.numeric_alias)
+        .bind(&a.alias)
+        .bind(a.created_at)
+        .bind(&a.auth_method)
+        .bind(&a.requester_id)
+        .bind(&a.requester_email)
+        .bind(&a.organizer_email)
+        .bind(&a.organizer_name)
+        .bind(&a.subject)
+        .execute(&mut *tx)
+        .await?;
+        inserted.push(result.rows_affected() == 1);
+    }
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
@@ -113,7 +217,13 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Storage { pool, sqlite })
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(alias_writer(pool.clone(), jobs));
+        Ok(Storage {
+            pool,
+            sqlite,
+            writer,
+        })
     }
 
     /// Whether this is the SQLite engine.
@@ -123,28 +233,22 @@ impl Storage {
 
     /// Inserts `alias` unless its numeric alias was ever issued before in its
     /// integration. Returns whether the row was inserted.
+    ///
+    /// Inserts go through one writer task per handle that commits whatever
+    /// has queued up in one transaction (group commit): under load one
+    /// commit carries many allocations instead of each waiting for its own.
     pub async fn insert_alias_if_new(&self, a: &NewAlias<'_>) -> Result<bool, StorageError> {
-        let result: AnyQueryResult = sqlx::query(
-            "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
-             auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) \
-             VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (integration, numeric_alias) DO NOTHING",
-        )
-        .bind(a.id)
-        .bind(a.integration)
-        .bind(a.numeric_alias)
-        .bind(a.alias)
-        .bind(a.created_at)
-        .bind(a.auth_method)
-        .bind(a.requester_id)
-        .bind(a.requester_email)
-        .bind(a.organizer_email)
-        .bind(a.organizer_name)
-        .bind(a.subject)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("inserting an alias"))?;
-        Ok(result.rows_affected() == 1)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = InsertJob {
+            row: OwnedAlias::from(a),
+            reply,
+        };
+        let closed = || StorageError::Query {
+            doing: "inserting an alias",
+            source: sqlx::Error::PoolClosed,
+        };
+        self.writer.send(job).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Removes an alias row that was inserted but never handed out (its

@@ -218,6 +218,34 @@ fn position(src: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Renders the VMR name (`conference_name`) and makes it unique: VMR names
+/// must be unique on the video platform, so when `is_taken` says the name is
+/// in use, a random number is appended (`Weekly (Ann) 48213`).
+pub fn unique_vmr_name(
+    templates: &TemplateSet,
+    ctx: Value,
+    is_taken: impl Fn(&str) -> bool,
+) -> Result<String, TemplateError> {
+    use rand::Rng;
+    let base = templates.render("conference_name", ctx)?;
+    let base = base.trim();
+    let base = if base.is_empty() {
+        "Scheduled conference"
+    } else {
+        base
+    };
+    if !is_taken(base) {
+        return Ok(base.to_string());
+    }
+    let mut rng = rand::thread_rng();
+    loop {
+        let candidate = format!("{base} {}", rng.gen_range(10_000..100_000));
+        if !is_taken(&candidate) {
+            return Ok(candidate);
+        }
+    }
+}
+
 /// Plain-text version of rendered HTML for text bodies: visible text only,
 /// lines trimmed, runs of blank lines collapsed.
 pub fn html_to_text(html: &str) -> String {
@@ -304,6 +332,23 @@ mod tests {
         o.insert("meeting_instruction".to_string(), "x".to_string());
         let err = TemplateSet::compile(&o).expect_err("must fail").to_string();
         assert!(err.contains("meeting_instruction") && err.contains("meeting_instructions"));
+    }
+
+    #[test]
+    fn vmr_names_are_made_unique() {
+        let set = TemplateSet::compile(&BTreeMap::new()).expect("defaults");
+        let ctx = || context! { subject => "Weekly", organizer_name => "Ann" };
+        let free = unique_vmr_name(&set, ctx(), |_| false).expect("renders");
+        assert_eq!(free, "Weekly (Ann)");
+        let taken = unique_vmr_name(&set, ctx(), |n| n == "Weekly (Ann)").expect("renders");
+        assert!(taken.starts_with("Weekly (Ann) ") && taken.len() == "Weekly (Ann) 12345".len());
+        let mut o = BTreeMap::new();
+        o.insert("conference_name".to_string(), "{{ missing }}".to_string());
+        let blank = TemplateSet::compile(&o).expect("compiles");
+        assert_eq!(
+            unique_vmr_name(&blank, ctx(), |_| false).expect("renders"),
+            "Scheduled conference"
+        );
     }
 
     #[test]

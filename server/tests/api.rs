@@ -390,3 +390,52 @@ fn root_has_office_js() -> bool {
         .join("../static/office-js/office.js")
         .exists()
 }
+
+#[tokio::test]
+async fn each_integration_has_its_own_alias_space_resource_and_key() {
+    let h = start(Role::All, |c| {
+        let mut second = c.integrations[0].clone();
+        second.id = "lab".into();
+        second.alias_prefix = "55".into();
+        second.alias_domain = "lab.example.com".into();
+        second.resource_email = "lab-vmr@example.com".into();
+        second.addin_id = "0d5c3c52-2f7e-4b8b-9a55-7a1d2a3b4c5d".into();
+        c.integrations.push(second);
+    })
+    .await;
+    let lab_pane = h.pane_url.replace("integration=default", "integration=lab");
+    let lab_token = {
+        let claims = IdentityClaims::new(lab_pane, "ann@example.com".to_string());
+        h.sim.simulator.exchange.identity_token(&claims)
+    };
+    let (s, lab) = h
+        .allocate(Some(&lab_token), json!({ "integration": "lab" }))
+        .await;
+    assert_eq!(s, 200, "{lab}");
+    assert!(lab["numeric_alias"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("55")));
+    assert!(lab["alias"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("@lab.example.com")));
+    assert_eq!(lab["resource"]["email"], "lab-vmr@example.com");
+    // A token for one integration's pane is not valid for another's.
+    let (s, b) = h.allocate(Some(&lab_token), request()).await;
+    assert_error(s, &b, 401, "token_wrong_audience");
+    let default_token = h.token(|_| {});
+    let (_, default) = h.allocate(Some(&default_token), request()).await;
+    // Different keys: the two tags name different key ids.
+    let key_of = |v: &Value| v["tag"].as_str().map(|t| t[6..14].to_string());
+    assert_ne!(key_of(&lab), key_of(&default));
+    let manifest = h
+        .client
+        .get(format!("{}/manifest/lab.xml", h.origin))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(manifest.contains("0d5c3c52-2f7e-4b8b-9a55-7a1d2a3b4c5d"));
+    assert!(manifest.contains("integration=lab"));
+}

@@ -9,7 +9,8 @@
 //! * alias allocations/s and p99 latency at 64 concurrent HTTPS clients, on
 //!   SQLite and PostgreSQL, next to the same server's `/healthz` rate;
 //! * uniqueness: N allocations through 4 edge processes into one management
-//!   process, then a duplicate count (`--unique N`, default 1,000,000).
+//!   process, then a duplicate count (`--unique N`, default 1,000,000; 0
+//!   skips it).
 //!
 //! Everything runs on loopback against release builds.
 
@@ -270,6 +271,9 @@ async fn throughput(engine: &str, sim: &Sim, server: &ServerProcess) -> Result<(
 }
 
 async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
+    if total == 0 {
+        return Ok(());
+    }
     println!("\n== uniqueness: {total} allocations via 4 edge processes into 1 management ==");
     let mut mgmt = base.clone();
     mgmt.role = "management";
