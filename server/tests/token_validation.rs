@@ -664,3 +664,26 @@ async fn naa_not_configured_is_server_side() {
     );
     assert!(!e.is_client_error());
 }
+
+#[tokio::test]
+async fn remembered_tokens_stay_bound_to_their_settings_and_lifetime() {
+    let (issuer, settings) = exchange_setup().await;
+    let claims = IdentityClaims::new(PANE, "alice@example.test");
+    let token = issuer.identity_token(&claims);
+    let v = validator();
+    v.validate(&settings, &token).await.expect("valid");
+    // Remembered as valid for this audience only.
+    let mut other = settings.clone();
+    other.audience = "https://other.example.test/pane".into();
+    expect_err(v.validate(&other, &token).await, "token_wrong_audience");
+    // And never past its own expiry.
+    expect_err(
+        v.validate_at(&settings, &token, claims.valid_until + CLOCK_SKEW_SECS)
+            .await,
+        "token_expired",
+    );
+    // Nor past the metadata cache lifetime: then it is checked again in full.
+    let mut short = settings.clone();
+    short.metadata_cache_ttl = std::time::Duration::from_secs(1);
+    v.validate(&short, &token).await.expect("valid again");
+}

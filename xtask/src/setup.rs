@@ -22,6 +22,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("libxml2-utils", "/usr/bin/xmllint"),
     ("postgresql", "/usr/lib/postgresql"),
+    // Load generator for `cargo xtask bench`.
+    ("wrk", "/usr/bin/wrk"),
 ];
 
 /// The `.tools/` folder.

@@ -302,6 +302,30 @@ struct Caches {
     exchange: UrlCache<exchange::ExchangeKeys>,
     oidc: UrlCache<entra::OidcMetadata>,
     jwks: UrlCache<entra::Jwks>,
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+}
+
+/// Most tokens remembered as verified; the map is emptied when it is full.
+const MAX_VERIFIED: usize = 20_000;
+
+/// A token that passed every check: who it proves, and since when.
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    checked_at: i64,
+}
+
+/// Cache key: the token together with everything in the settings that its
+/// validity depends on.
+fn verified_key(settings: &TokenSettings, raw: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", settings.method).as_bytes());
+    h.update([0]);
+    h.update(settings.audience.as_bytes());
+    h.update([0]);
+    h.update(raw.as_bytes());
+    h.finalize().into()
 }
 
 /// Validates pane tokens; cheap to clone (clones share the metadata / JWKS cache).
@@ -376,6 +400,13 @@ impl TokenValidator {
         raw: &str,
         now_unix: i64,
     ) -> Result<Identity, TokenError> {
+        // Outlook hands out the same token for a while, so a user adding rooms
+        // to several meetings sends it again: remember tokens that passed, for
+        // no longer than their own lifetime and the metadata cache TTL.
+        let key = verified_key(settings, raw);
+        if let Some(hit) = self.verified(&key, settings, now_unix) {
+            return Ok(hit);
+        }
         let jwt = jwt::Jwt::parse(raw)?;
         let result = match settings.method {
             AuthMethod::ExchangeUserIdToken => {
@@ -383,10 +414,40 @@ impl TokenValidator {
             }
             AuthMethod::NaaToken => entra::validate(self, settings, &jwt, now_unix).await,
         };
-        if let Err(e) = &result {
-            tracing::debug!(code = e.code(), error = %e, "token refused");
+        match &result {
+            Err(e) => tracing::debug!(code = e.code(), error = %e, "token refused"),
+            Ok(identity) => {
+                if let Ok(mut map) = self.caches.verified.lock() {
+                    if map.len() >= MAX_VERIFIED {
+                        map.clear();
+                    }
+                    map.insert(
+                        key,
+                        Verified {
+                            identity: identity.clone(),
+                            checked_at: now_unix,
+                        },
+                    );
+                }
+            }
         }
         result
+    }
+
+    /// A remembered verification of this token that still holds at `now_unix`.
+    fn verified(
+        &self,
+        key: &[u8; 32],
+        settings: &TokenSettings,
+        now_unix: i64,
+    ) -> Option<Identity> {
+        let map = self.caches.verified.lock().ok()?;
+        let hit = map.get(key)?;
+        let ttl = i64::try_from(settings.metadata_cache_ttl.as_secs()).unwrap_or(i64::MAX);
+        let fresh = now_unix >= hit.checked_at
+            && now_unix < hit.identity.expires_at.saturating_add(CLOCK_SKEW_SECS)
+            && now_unix < hit.checked_at.saturating_add(ttl);
+        fresh.then(|| hit.identity.clone())
     }
 
     /// Parse a URL we are about to fetch and insist on https (or loopback http when
