@@ -11,7 +11,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use minijinja::context;
-use rand::rngs::OsRng;
 use rand::Rng;
 use uuid::Uuid;
 use vmr_protocol::{AliasResponse, Instructions, Person};
@@ -213,8 +212,10 @@ pub fn placeholder(
     })
 }
 
+/// Prefix plus `digits` uniform random digits. `ThreadRng` is a CSPRNG
+/// (ChaCha, seeded and periodically reseeded from the operating system).
 fn draw(prefix: &str, digits: u32) -> String {
-    let mut rng = OsRng;
+    let mut rng = rand::thread_rng();
     let mut s = String::with_capacity(prefix.len() + digits as usize);
     s.push_str(prefix);
     for _ in 0..digits {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,7 +67,8 @@ pub struct Storage {
     writer: mpsc::Sender<InsertJob>,
 }
 
-/// Most inserts one group commit carries.
+/// Most inserts one group commit carries (11 parameters each: well under
+/// SQLite's and PostgreSQL's limits).
 const MAX_BATCH: usize = 256;
 
 /// An alias row queued for the writer task.
@@ -137,34 +138,73 @@ async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
     }
 }
 
-/// Inserts a batch in one transaction; per row, whether it was new.
+/// Inserts a batch with one multi-row statement; per row, whether it was
+/// new. `RETURNING id` names the rows that went in (conflicting ones are
+/// skipped by `ON CONFLICT DO NOTHING`); SQLite ≥ 3.35 and PostgreSQL agree.
 async fn insert_batch(pool: &AnyPool, batch: &[InsertJob]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut inserted = Vec::with_capacity(batch.len());
-    for InsertJob { row: a, .. } in batch {
-        let result: AnyQueryResult = sqlx::query(
-            "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
-             auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) \
-             VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (integration, numeric_alias) DO NOTHING",
-        )
-        .bind(&a.id)
-        .bind(&a.integration)
-        .bind(&a.numeric_alias)
-        .bind(&a.alias)
-        .bind(a.created_at)
-        .bind(&a.auth_method)
-        .bind(&a.requester_id)
-        .bind(&a.requester_email)
-        .bind(&a.organizer_email)
-        .bind(&a.organizer_name)
-        .bind(&a.subject)
-        .execute(&mut *tx)
-        .await?;
-        inserted.push(result.rows_affected() == 1);
+    // Two draws of the same alias in one batch: only the first may go in.
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<bool> = batch
+        .iter()
+        .map(|j| seen.insert((j.row.integration.as_str(), j.row.numeric_alias.as_str())))
+        .collect();
+    let rows: Vec<&OwnedAlias> = batch
+        .iter()
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|(j, _)| &j.row)
+        .collect();
+    let mut sql = String::from(
+        "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
+         auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let n = i * 11;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, 'allocated', ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8,
+            n + 9,
+            n + 10,
+            n + 11
+        ));
     }
-    tx.commit().await?;
-    Ok(inserted)
+    sql.push_str(" ON CONFLICT (integration, numeric_alias) DO NOTHING RETURNING id");
+    let mut query = sqlx::query(&sql);
+    for a in &rows {
+        query = query
+            .bind(&a.id)
+            .bind(&a.integration)
+            .bind(&a.numeric_alias)
+            .bind(&a.alias)
+            .bind(a.created_at)
+            .bind(&a.auth_method)
+            .bind(&a.requester_id)
+            .bind(&a.requester_email)
+            .bind(&a.organizer_email)
+            .bind(&a.organizer_name)
+            .bind(&a.subject);
+    }
+    let inserted: std::collections::HashSet<String> = query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<_, _>>()?;
+    Ok(batch
+        .iter()
+        .zip(first)
+        .map(|(j, first)| first && inserted.contains(&j.row.id))
+        .collect())
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {

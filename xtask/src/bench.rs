@@ -27,6 +27,8 @@ use crate::{cmd, pane, postgres, setup};
 
 /// Concurrent clients in the throughput runs.
 const CLIENTS: usize = 64;
+/// Distinct users (tokens) in the allocation runs.
+const USERS: usize = 1_000;
 /// Length of each throughput run.
 const RUN: Duration = Duration::from_secs(10);
 
@@ -80,7 +82,10 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("\n== server idle RSS ==\n  {:.1} MB (budget 30 MB)", rss as f64 / 1024.0);
         drop(server);
 
-        println!("\n== alias allocation, {CLIENTS} concurrent HTTPS clients, {}s runs ==", RUN.as_secs());
+        println!(
+        "\n== alias allocation, {CLIENTS} concurrent HTTPS clients (wrk), {USERS} users, {}s runs ==",
+        RUN.as_secs()
+    );
         let sqlite = ServerProcess::start(setup.clone())?;
         throughput("SQLite", &sim, &sqlite).await?;
         drop(sqlite);
@@ -263,13 +268,32 @@ async fn throughput(engine: &str, sim: &Sim, server: &ServerProcess) -> Result<(
         bail!("warm-up allocation failed: {}", warm.text().await?);
     }
     let health = wrk(&format!("{origin}/healthz"), "")?;
+    // 1,000 users, each with their own token, round-robin: every token is
+    // verified in full once, then remembered (as Outlook resends it).
+    let tokens: Vec<String> = (0..USERS)
+        .map(|i| {
+            let claims =
+                IdentityClaims::new(server.setup.pane_url(), format!("user{i}@example.com"));
+            format!(
+                "\"{}\"",
+                sim.running.simulator.exchange.identity_token(&claims)
+            )
+        })
+        .collect();
     let alias = wrk(
         &format!("{origin}/api/v1/alias"),
         &format!(
-            "wrk.method = \"POST\"\n\
-             wrk.body = '{{\"integration\":\"default\",\"subject\":\"bench\"}}'\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
+            "local tokens = {{ {} }}\n\
+             local i = 0\n\
+             local body = '{{\"integration\":\"default\",\"subject\":\"bench\"}}'\n\
+             request = function()\n\
+               i = i + 1\n\
+               return wrk.format(\"POST\", nil, {{\n\
+                 [\"Content-Type\"] = \"application/json\",\n\
+                 [\"Authorization\"] = \"Bearer \" .. tokens[(i % #tokens) + 1]\n\
+               }}, body)\n\
+             end\n",
+            tokens.join(",\n")
         ),
     )?;
     println!(
