@@ -20,11 +20,8 @@ const SIMULATOR_PORT: u16 = 9443;
 pub fn run(_args: &[String]) -> Result<()> {
     setup::run()?;
     pane::build()?;
-    cmd(
-        "cargo",
-        &["build", "--bins", "-p", "vmr-server", "-p", "vmr-simulator"],
-        None,
-    )?;
+    // The same build as `cargo xtask test`, so nothing compiles twice.
+    cmd("cargo", &["build", "--workspace", "--bins"], None)?;
     let data = root().join("demo-data");
     std::fs::create_dir_all(&data)?;
     let sim_cert = data.join("simulator.pem");
