@@ -169,6 +169,7 @@
     list.forEach(function (r) {
       var chip = document.createElement("span");
       chip.className = "recipient";
+      chip.setAttribute("role", "listitem");
       chip.textContent = r.displayName ? r.displayName + " <" + r.emailAddress + ">" : r.emailAddress;
       chip.title = r.emailAddress;
       chip.dataset.email = r.emailAddress;
@@ -203,6 +204,10 @@
       document.querySelectorAll(".appointment-only").forEach(function (n) { n.hidden = true; });
       document.getElementById("required-label").textContent = "To";
       document.getElementById("optional-label").textContent = "Cc";
+      document.getElementById("item-tab").textContent = "Message";
+      document.querySelector("label[for='subject']").textContent = "Subject";
+      el.form.setAttribute("aria-label", "Message");
+      el.bodyHtml.dataset.placeholder = el.bodyText.placeholder = "Add a message";
       document.title = "Untitled - Message (simulated Outlook)";
     }
     el.bodyHtml.hidden = bodyType() !== "html";
