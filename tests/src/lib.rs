@@ -458,6 +458,16 @@ impl Browser {
             .await?)
     }
 
+    /// Saves a PNG of the whole window to `target/e2e-screenshots/<name>.png`
+    /// (for people reviewing what the tests saw).
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf> {
+        let dir = root().join("target/e2e-screenshots");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.client.screenshot().await?)?;
+        Ok(path)
+    }
+
     /// Ends the session and the driver.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;

@@ -63,6 +63,7 @@ async fn html_body_gets_instructions_tag_and_resource() -> Result<()> {
     assert!(plain.contains("@vc.example.com"), "{plain}");
     assert_eq!(attendees(&s), vec![RESOURCE.to_string()]);
     assert_eq!(s["bodyType"], "html");
+    b.screenshot("html-success").await?;
     b.close().await;
     Ok(())
 }
@@ -216,6 +217,7 @@ async fn management_down_inserts_placeholder_and_wrapped_token() -> Result<()> {
     assert!(tok_lines
         .iter()
         .all(|l| l.chars().count() <= TOK_WRAP_WIDTH));
+    b.screenshot("management-down").await?;
     assert_eq!(attendees(&s), vec![RESOURCE.to_string()]);
     b.close().await;
     Ok(())
