@@ -95,7 +95,8 @@ pub async fn allocate(
     let id = Uuid::new_v4().simple().to_string();
     let organizer_email = request.organizer.map(|p| p.email.as_str());
     let organizer_name = request.organizer.map(|p| p.name.as_str());
-    let method = match integration.token_settings.method {
+    // How the requester proved who they are (recorded with the alias).
+    let method = match request.identity.method {
         vmr_protocol::AuthMethod::ExchangeUserIdToken => "EXCHANGE_USER_ID_TOKEN",
         vmr_protocol::AuthMethod::NaaToken => "NAA_TOKEN",
     };

@@ -103,6 +103,22 @@ impl Harness {
             .await
     }
 
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.origin))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    async fn get_text(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("text body")
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON body")
+    }
+
     async fn aliases(&self) -> u64 {
         let storage = Storage::open(&self.db_url, 1).await.expect("open db");
         storage.count_aliases("default").await.expect("count")
@@ -255,47 +271,21 @@ async fn pane_config_manifest_and_health() {
     assert_eq!(cfg["texts"]["title"], "Book a room");
     assert_eq!(cfg["texts"]["button_label"], "Add a Single-use VMR");
     assert_eq!(cfg["auth_method"], "EXCHANGE_USER_ID_TOKEN");
-    let manifest = h
-        .client
-        .get(format!("{}/manifest.xml", h.origin))
-        .send()
-        .await
-        .expect("get");
+    let manifest = h.get("/manifest.xml").await;
     assert_eq!(manifest.headers()["cache-control"], "no-cache");
     assert!(manifest.headers()["content-type"]
         .to_str()
         .is_ok_and(|v| v.starts_with("application/xml")));
     let xml = manifest.text().await.expect("text");
     assert!(xml.contains(&h.pane_url.replace('&', "&amp;")));
-    let health: Value = h
-        .client
-        .get(format!("{}/healthz", h.origin))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = h.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    let ready = h
-        .client
-        .get(format!("{}/readyz", h.origin))
-        .send()
-        .await
-        .expect("get");
+    let ready = h.get("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
     let token = h.token(|_| {});
     let (s, _) = h.allocate(Some(&token), request()).await;
     assert_eq!(s, 200);
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.origin))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let metrics = h.get_text("/metrics").await;
     assert!(
         metrics.contains("vmr_aliases_allocated_total 1"),
         "{metrics}"
@@ -328,12 +318,7 @@ async fn pane_files_are_served_precompressed_with_cache_rules() {
         return;
     };
     let h = start(Role::All, |c| c.server.office_js = "cdn".into()).await;
-    let index = h
-        .client
-        .get(format!("{}/pane/index.html?integration=default", h.origin))
-        .send()
-        .await
-        .expect("get");
+    let index = h.get("/pane/index.html?integration=default").await;
     assert_eq!(index.headers()["cache-control"], "no-cache");
     let html = index.text().await.expect("text");
     assert!(html.contains("src=\"https://appsforoffice.microsoft.com/lib/1/hosted/office.js\""));
@@ -361,15 +346,7 @@ async fn pane_files_are_served_precompressed_with_cache_rules() {
 #[tokio::test]
 async fn local_office_js_is_used_when_configured() {
     let h = start(Role::All, |c| c.server.office_js = "local".into()).await;
-    let html = h
-        .client
-        .get(format!("{}/pane/", h.origin))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let html = h.get_text("/pane/").await;
     if html.contains("has not been built") {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -427,15 +404,7 @@ async fn each_integration_has_its_own_alias_space_resource_and_key() {
     // Different keys: the two tags name different key ids.
     let key_of = |v: &Value| v["tag"].as_str().map(|t| t[6..14].to_string());
     assert_ne!(key_of(&lab), key_of(&default));
-    let manifest = h
-        .client
-        .get(format!("{}/manifest/lab.xml", h.origin))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let manifest = h.get_text("/manifest/lab.xml").await;
     assert!(manifest.contains("0d5c3c52-2f7e-4b8b-9a55-7a1d2a3b4c5d"));
     assert!(manifest.contains("integration=lab"));
 }
