@@ -34,28 +34,41 @@ fn js_text(v: &JsValue) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-async fn send(request: Request) -> Result<(u16, String), ApiFailure> {
-    let window = web_sys::window().ok_or_else(|| ApiFailure::Unreachable("no window".into()))?;
-    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+/// Starts the request now (the browser sends it at once); the returned
+/// future yields status and body text.
+fn send(request: Request) -> impl std::future::Future<Output = Result<(u16, String), ApiFailure>> {
+    let started = web_sys::window()
+        .map(|w| JsFuture::from(w.fetch_with_request(&request)))
+        .ok_or_else(|| ApiFailure::Unreachable("no window".into()));
+    async move {
+        let response: Response = started?
+            .await
+            .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?
+            .dyn_into()
+            .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
+        let text = JsFuture::from(
+            response
+                .text()
+                .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?,
+        )
         .await
         .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?
-        .dyn_into()
-        .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
-    let text = JsFuture::from(
-        response
-            .text()
-            .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?,
-    )
-    .await
-    .map_err(|e| ApiFailure::Unreachable(js_text(&e)))?
-    .as_string()
-    .unwrap_or_default();
-    Ok((response.status(), text))
+        .as_string()
+        .unwrap_or_default();
+        Ok((response.status(), text))
+    }
+}
+
+/// Parses JSON with the browser's own parser, then maps it onto `T` (smaller
+/// than bundling a JSON parser into the wasm).
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let value = js_sys::JSON::parse(text).map_err(|e| js_text(&e))?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, ApiFailure> {
     if (200..300).contains(&status) {
-        return serde_json::from_str(text).map_err(|e| ApiFailure::Rejected {
+        return from_json(text).map_err(|e| ApiFailure::Rejected {
             status,
             error: ApiError {
                 code: "bad_response".into(),
@@ -66,33 +79,44 @@ fn decode<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, 
     if matches!(status, 502..=504) {
         return Err(ApiFailure::Unreachable(format!("HTTP {status}")));
     }
-    let error = serde_json::from_str::<ApiError>(text).unwrap_or_else(|_| ApiError {
+    let error = from_json::<ApiError>(text).unwrap_or_else(|_| ApiError {
         code: format!("http_{status}"),
         message: text.chars().take(200).collect(),
     });
     Err(ApiFailure::Rejected { status, error })
 }
 
-/// `GET /api/v1/pane-config?integration=…`.
-pub async fn pane_config(integration: &str) -> Result<PaneConfig, ApiFailure> {
+/// `GET /api/v1/pane-config?integration=…`. The request leaves when this is
+/// called, so the pane can wait for Office.js meanwhile.
+pub fn pane_config(
+    integration: &str,
+) -> impl std::future::Future<Output = Result<PaneConfig, ApiFailure>> {
     let url = format!(
         "{PANE_CONFIG_PATH}?integration={}",
         js_sys::encode_uri_component(integration)
     );
-    let request = Request::new_with_str(&url).map_err(|e| ApiFailure::Unreachable(js_text(&e)))?;
-    let (status, text) = send(request).await?;
-    decode(status, &text)
+    let sent = Request::new_with_str(&url)
+        .map(send)
+        .map_err(|e| ApiFailure::Unreachable(js_text(&e)));
+    async move {
+        let (status, text) = sent?.await?;
+        decode(status, &text)
+    }
 }
 
 /// `POST /api/v1/alias` with the Outlook token.
 pub async fn allocate(request: &AliasRequest, token: &str) -> Result<AliasResponse, ApiFailure> {
-    let body = serde_json::to_string(request).map_err(|e| ApiFailure::Rejected {
+    let encode_error = |message: String| ApiFailure::Rejected {
         status: 0,
         error: ApiError {
             code: "encode".into(),
-            message: e.to_string(),
+            message,
         },
-    })?;
+    };
+    let value = serde_wasm_bindgen::to_value(request).map_err(|e| encode_error(e.to_string()))?;
+    let body: String = js_sys::JSON::stringify(&value)
+        .map_err(|e| encode_error(js_text(&e)))?
+        .into();
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(&body));

@@ -1,10 +1,12 @@
 //! The Outlook task pane, compiled to WebAssembly by Trunk (`addin/index.html`).
 //!
-//! [`office`] is the only module that touches Office.js; [`api`] talks to the
+//! [`office`] is the only module that touches Office.js, [`naa`] the only one
+//! that touches MSAL.js (Microsoft 365 sign-in); [`api`] talks to the
 //! server; [`pane`] holds the states and the click flow. [`start`] mounts the
 //! Yew component; the component itself waits for `Office.onReady`.
 
 pub mod api;
+pub mod naa;
 pub mod office;
 pub mod pane;
 

@@ -83,9 +83,13 @@ pub async fn add_vmr(config: &PaneConfig) -> Outcome {
             Err(e) => return Outcome::Error(format!("Outlook did not give a token: {e}")),
         },
         AuthMethod::NaaToken => {
-            return Outcome::Error(
-                "this integration uses NAA sign-in, which this pane build does not offer".into(),
-            )
+            let Some(naa) = &config.naa else {
+                return Outcome::Error("the server sent no NAA sign-in settings".into());
+            };
+            match crate::naa::access_token(naa).await {
+                Ok(t) => t,
+                Err(e) => return Outcome::Error(format!("signing in failed: {e}")),
+            }
         }
     };
     let subject = item.subject().await.unwrap_or_default();
@@ -158,9 +162,10 @@ pub fn pane() -> Html {
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
                 let integration = integration_from_location();
-                // Office start-up and the config fetch run together.
-                let (host, fetched) =
-                    futures::join!(office::on_ready(), api::pane_config(&integration));
+                // The config request is already on its way while Office.js starts.
+                let fetched = api::pane_config(&integration);
+                let host = office::on_ready().await;
+                let fetched = fetched.await;
                 let next = match (&host, &fetched) {
                     (Host::NoOfficeJs, _) => {
                         Phase::NotInOutlook("Office.js could not be loaded.".into())

@@ -271,6 +271,13 @@ pub struct AuthConfig {
     pub naa_allowed_tenants: Vec<String>,
     /// NAA: scope the token must carry in `scp`.
     pub naa_required_scope: String,
+    /// NAA: the add-in's own (SPA) app registration the pane signs in with.
+    pub naa_client_id: Option<String>,
+    /// NAA: the authority the pane uses.
+    pub naa_authority: String,
+    /// NAA: https URL of MSAL.js (`msal-browser.min.js` from the npm package
+    /// `@azure/msal-browser`, hosted by you).
+    pub naa_msal_js: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -283,6 +290,9 @@ impl Default for AuthConfig {
             naa_oidc_metadata_url: None,
             naa_allowed_tenants: Vec::new(),
             naa_required_scope: "access_as_user".into(),
+            naa_client_id: None,
+            naa_authority: "https://login.microsoftonline.com/organizations".into(),
+            naa_msal_js: None,
         }
     }
 }
@@ -580,6 +590,21 @@ impl IntegrationConfig {
                     return Err(ConfigError::key(
                         key("auth.naa_oidc_metadata_url"),
                         "NAA_TOKEN needs the tenant's https OIDC metadata URL",
+                    ))
+                }
+            }
+            if self.auth.naa_client_id.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::key(
+                    key("auth.naa_client_id"),
+                    "NAA_TOKEN needs the add-in's own app registration (client id)",
+                ));
+            }
+            match &self.auth.naa_msal_js {
+                Some(u) if u.starts_with("https://") => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        key("auth.naa_msal_js"),
+                        "NAA_TOKEN needs the https URL of msal-browser.min.js",
                     ))
                 }
             }

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use vmr_protocol::{PaneConfig, Person};
+use vmr_protocol::{AuthMethod, NaaPaneSettings, PaneConfig, Person};
 
 use crate::config::{IntegrationConfig, ServerConfig};
 use crate::meeting_tag::TagKey;
@@ -67,6 +67,24 @@ impl Integration {
             auth_method: self.config.auth.method,
             debug_logs: self.config.pane_debug_logs,
             texts: self.config.pane.clone(),
+            naa: self.naa_pane_settings(),
         }
+    }
+
+    fn naa_pane_settings(&self) -> Option<NaaPaneSettings> {
+        let auth = &self.config.auth;
+        if auth.method != AuthMethod::NaaToken {
+            return None;
+        }
+        Some(NaaPaneSettings {
+            client_id: auth.naa_client_id.clone()?,
+            authority: auth.naa_authority.clone(),
+            scopes: vec![format!(
+                "api://{}/{}",
+                auth.naa_api_application_id.clone()?,
+                auth.naa_required_scope
+            )],
+            msal_js: auth.naa_msal_js.clone()?,
+        })
     }
 }

@@ -147,9 +147,10 @@ async fn allocates_a_unique_alias_with_a_verifiable_tag() {
         "subject": "<script>alert(1)</script>",
         "organizer": { "name": "Bob Boss", "email": "bob@example.com" }
     });
-    let (status, first) = h.allocate(Some(&token), body.clone()).await;
-    assert_eq!(status, 200, "{first}");
-    assert_eq!(first["status"], "allocated");
+    let (status, answer) = h.allocate(Some(&token), body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let first = &answer["allocated"];
+    assert!(first.is_object(), "an allocation: {answer}");
     let numeric = first["numeric_alias"].as_str().expect("numeric");
     assert!(numeric.starts_with("88") && numeric.len() == 8, "{numeric}");
     assert_eq!(first["alias"], format!("{numeric}@vc.example.com"));
@@ -163,7 +164,7 @@ async fn allocates_a_unique_alias_with_a_verifiable_tag() {
     };
     assert_eq!(id.alias_uuid, first["alias_uuid"]);
     let (_, second) = h.allocate(Some(&token), body).await;
-    assert_ne!(first["numeric_alias"], second["numeric_alias"]);
+    assert_ne!(first["numeric_alias"], second["allocated"]["numeric_alias"]);
     assert_eq!(h.aliases().await, 2);
     // The requester and the organizer (a delegate case) are both recorded.
     let storage = Storage::open(&h.db_url, 1).await.expect("db");
@@ -389,6 +390,7 @@ async fn each_integration_has_its_own_alias_space_resource_and_key() {
         .allocate(Some(&lab_token), json!({ "integration": "lab" }))
         .await;
     assert_eq!(s, 200, "{lab}");
+    let lab = &lab["allocated"];
     assert!(lab["numeric_alias"]
         .as_str()
         .is_some_and(|n| n.starts_with("55")));
@@ -401,9 +403,10 @@ async fn each_integration_has_its_own_alias_space_resource_and_key() {
     assert_error(s, &b, 401, "token_wrong_audience");
     let default_token = h.token(|_| {});
     let (_, default) = h.allocate(Some(&default_token), request()).await;
+    let default = &default["allocated"];
     // Different keys: the two tags name different key ids.
     let key_of = |v: &Value| v["tag"].as_str().map(|t| t[6..14].to_string());
-    assert_ne!(key_of(&lab), key_of(&default));
+    assert_ne!(key_of(lab), key_of(default));
     let manifest = h.get_text("/manifest/lab.xml").await;
     assert!(manifest.contains("0d5c3c52-2f7e-4b8b-9a55-7a1d2a3b4c5d"));
     assert!(manifest.contains("integration=lab"));

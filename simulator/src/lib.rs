@@ -5,6 +5,8 @@
 //! - [`entra`]: an Entra ID tenant's OpenID configuration, JWKS and v2.0 access tokens (NAA).
 //! - [`outlook`]: an Outlook compose window hosting the real task pane in an iframe, and the
 //!   fake Office.js the pane loads.
+//! - [`naa`]: Nested App Authentication: a fake `@azure/msal-browser` for the pane and the
+//!   token endpoint behind it, signing with the [`entra`] tenant's key.
 //! - [`tls`]: the HTTPS listener's self-signed certificate.
 //!
 //! [`Simulator`] bundles one of each issuer for one origin and [`Simulator::router`] serves them
@@ -15,6 +17,7 @@
 pub mod entra;
 pub mod exchange;
 pub mod jwt;
+pub mod naa;
 pub mod outlook;
 pub mod tls;
 
@@ -54,11 +57,12 @@ impl Simulator {
     }
 
     /// Every route: Exchange metadata, Entra discovery + JWKS, Outlook compose window, fake
-    /// Office.js and the identity-token endpoint.
+    /// Office.js, the identity-token endpoint, fake MSAL.js and the NAA token endpoint.
     pub fn router(&self) -> axum::Router {
         exchange::router(self.exchange.clone())
             .merge(entra::router(self.entra.clone()))
             .merge(outlook::router(self.exchange.clone()))
+            .merge(naa::router(self.entra.clone()))
     }
 
     /// URL of the compose window for `scenario`.
@@ -69,6 +73,17 @@ impl Simulator {
     /// URL of the fake Office.js (what the server's Office.js URL should point at).
     pub fn office_js_url(&self) -> String {
         format!("{}{}", self.origin, outlook::OFFICE_JS_PATH)
+    }
+
+    /// URL of the fake `@azure/msal-browser` (`{origin}/msal-browser.js`) a pane loads for
+    /// Nested App Authentication; append `?naa=fail` etc. for the scenarios in [`naa`].
+    pub fn msal_js_url(&self) -> String {
+        format!("{}{}", self.origin, naa::MSAL_JS_PATH)
+    }
+
+    /// URL of the NAA token endpoint the fake MSAL.js posts to (`{origin}/entra/naa-token`).
+    pub fn naa_token_url(&self) -> String {
+        format!("{}{}", self.origin, naa::NAA_TOKEN_PATH)
     }
 }
 
@@ -157,5 +172,45 @@ mod tests {
             .expect("listening");
         drop(stream);
         running.shutdown().await.expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn combined_router_serves_naa_routes() {
+        use tower::ServiceExt as _;
+        let simulator =
+            Simulator::generate("https://127.0.0.1:9443/", DEFAULT_TENANT).expect("sim");
+        assert_eq!(
+            simulator.msal_js_url(),
+            "https://127.0.0.1:9443/msal-browser.js"
+        );
+        assert_eq!(
+            simulator.naa_token_url(),
+            "https://127.0.0.1:9443/entra/naa-token"
+        );
+        let response = simulator
+            .router()
+            .oneshot(
+                axum::http::Request::get(naa::MSAL_JS_PATH)
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 200);
+        let body = serde_json::json!({
+            "client_id": "7a1b2c3d-0000-4000-8000-00000000c1e7",
+            "scopes": ["api://3f2b8c1d-4e5a-4b6c-9d7e-8f9a0b1c2d3e/access_as_user"],
+        });
+        let response = simulator
+            .router()
+            .oneshot(
+                axum::http::Request::post(naa::NAA_TOKEN_PATH)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 200);
     }
 }

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         sim.compose_url(&ComposeScenario::new(args.pane))
     );
     println!("fake Office.js:     {}", sim.office_js_url());
+    println!("fake MSAL.js (NAA): {}", sim.msal_js_url());
     println!("Exchange metadata:  {}", sim.exchange.metadata_url());
     println!("Entra OIDC metadata: {}", sim.entra.oidc_metadata_url());
     tokio::signal::ctrl_c().await?;

@@ -366,7 +366,7 @@ async fn uniqueness(sim: &Sim, base: &ServerSetup, total: u64) -> Result<()> {
                 match r {
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap_or_default();
-                        match v["numeric_alias"].as_str() {
+                        match v["allocated"]["numeric_alias"].as_str() {
                             Some(n) => seen.push(n.to_string()),
                             None => {
                                 failed.fetch_add(1, Ordering::Relaxed);
