@@ -206,9 +206,27 @@ fn is_break(c: char) -> bool {
     c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}' | '\u{ad}')
 }
 
+/// Elements whose content is not visible text (skipped up to their end tag).
+const HIDDEN_ELEMENTS: &[&str] = &["style", "head", "script"];
+/// Elements that start or end a line of visible text.
+const BREAKING_ELEMENTS: &[&str] = &[
+    "br",
+    "p",
+    "div",
+    "tr",
+    "li",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "blockquote",
+];
+
 /// Turns an HTML body into its visible text: elements removed (block
-/// elements and `<br>` become line breaks), comments, `<style>` and `<head>`
-/// dropped, character references decoded.
+/// elements and `<br>` become line breaks), comments, `<style>`, `<head>` and
+/// `<script>` dropped, character references decoded. Runs in time linear in
+/// the length of `html`.
 pub fn html_to_plain(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
@@ -226,31 +244,44 @@ pub fn html_to_plain(html: &str) -> String {
             break;
         };
         let tag = &rest[1..gt];
-        let name: String = tag
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let bare = tag.trim_start_matches('/');
+        let name = &bare[..bare
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(bare.len())];
+        let is_one_of = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
         rest = &rest[gt + 1..];
-        if !tag.starts_with('/') && (name == "style" || name == "head" || name == "script") {
-            let close = format!("</{name}");
-            let lower = rest.to_ascii_lowercase();
-            rest = lower
-                .find(&close)
+        if !tag.starts_with('/') && is_one_of(HIDDEN_ELEMENTS) {
+            // Skip to just past the `>` of the first `</name` (any case);
+            // without one the rest of the body is hidden.
+            rest = find_closing(rest, name)
                 .and_then(|i| rest[i..].find('>').map(|g| &rest[i + g + 1..]))
                 .unwrap_or("");
             continue;
         }
-        if matches!(
-            name.as_str(),
-            "br" | "p" | "div" | "tr" | "li" | "table" | "h1" | "h2" | "h3" | "h4" | "blockquote"
-        ) {
+        if is_one_of(BREAKING_ELEMENTS) {
             out.push('\n');
         }
     }
     decode_entities_into(rest, &mut out);
     out
+}
+
+/// Byte offset of the first `</name` in `text`, the name compared without
+/// regard to ASCII case. Looks at each `</` once and never copies `text`, so
+/// skipping every `<style>`, `<head>` and `<script>` block of a body costs
+/// time linear in its length.
+fn find_closing(text: &str, name: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("</") {
+        let at = from + i;
+        let candidate = bytes.get(at + 2..at + 2 + name.len());
+        if candidate.is_some_and(|c| c.eq_ignore_ascii_case(name.as_bytes())) {
+            return Some(at);
+        }
+        from = at + 2;
+    }
+    None
 }
 
 fn decode_entities_into(text: &str, out: &mut String) {
