@@ -1,7 +1,9 @@
 //! The task pane: what it shows in each state, and the click flow.
 //!
-//! Start: wait for Office.js and the pane texts (`/api/v1/pane-config`), then
-//! check that an appointment is being organized. Click ([`add_vmr`]): read the
+//! Start: wait for Office.js (never longer than the server's timeout: then,
+//! or when a script fails while it starts, the pane says "Office.js could not
+//! start" and why) and the pane texts (`/api/v1/pane-config`), then check
+//! that an appointment is being organized. Click ([`add_vmr`]): read the
 //! body; if it already holds a tag, stop ("already assigned"); otherwise get
 //! a token, ask for an alias, insert instructions + tag (or placeholder +
 //! `TOK:-…#` when management is down) at the top of the body in the body's own
@@ -12,14 +14,24 @@ use vmr_protocol::{AliasRequest, AliasResponse, AuthMethod, Instructions, PaneCo
 use yew::prelude::*;
 
 use crate::api::{self, ApiFailure};
+use crate::debug;
 use crate::office::{self, BodyKind, Host, NotCompose};
+
+/// How long to wait for Office.js when the page does not say (milliseconds).
+const DEFAULT_OFFICE_TIMEOUT_MS: u32 = 5000;
+
+/// Where the pane explains its messages.
+const HELP_URL: &str = "/static/help.html#office-js";
 
 /// Everything the pane can be showing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     Loading,
-    /// Not inside Outlook (or Office.js missing); the reason.
+    /// Not inside Outlook; the reason.
     NotInOutlook(String),
+    /// Office.js did not start (missing, blocked, threw, or no answer from
+    /// Outlook within the timeout); the reason.
+    OfficeFailed(String),
     /// Inside Outlook but not organizing an appointment.
     NotOrganizing,
     /// The server could not be reached.
@@ -58,6 +70,21 @@ fn integration_from_location() -> String {
                 .and_then(|s| s.as_string())
         })
         .unwrap_or_else(|| "default".to_string())
+}
+
+/// The Office.js start-up timeout the server put into the page
+/// (`<meta name="vmr-office-js-timeout-ms">`).
+fn office_timeout_ms() -> u32 {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| {
+            d.query_selector("meta[name=vmr-office-js-timeout-ms]")
+                .ok()
+                .flatten()
+        })
+        .and_then(|m| m.get_attribute("content"))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(DEFAULT_OFFICE_TIMEOUT_MS)
 }
 
 /// The click flow, independent of rendering.
@@ -110,9 +137,10 @@ pub async fn add_vmr(config: &PaneConfig) -> Outcome {
         }) => (pick(&instructions, kind), resource, Outcome::Success),
         Ok(AliasResponse::Deferred {
             placeholder,
+            tok,
             resource,
         }) => (
-            with_tok(&placeholder, &token, kind),
+            with_tok(&placeholder, &tok, kind),
             resource,
             Outcome::ManagementDown,
         ),
@@ -138,9 +166,10 @@ fn pick(instructions: &Instructions, kind: BodyKind) -> String {
     }
 }
 
-/// Placeholder plus the token as a `TOK:-…#` tag wrapped over several lines.
-pub fn with_tok(placeholder: &Instructions, token: &str, kind: BodyKind) -> String {
-    let lines = tok_tag_lines(token);
+/// Placeholder plus the edge's deferral statement as a `TOK:-…#` tag wrapped
+/// over several lines (never the user's own token).
+pub fn with_tok(placeholder: &Instructions, tok: &str, kind: BodyKind) -> String {
+    let lines = tok_tag_lines(tok);
     match kind {
         BodyKind::Html => format!(
             "{}<div style=\"font-family:monospace;font-size:8pt\">{}</div><br>",
@@ -164,17 +193,30 @@ pub fn pane() -> Html {
                 let integration = integration_from_location();
                 // The config request is already on its way while Office.js starts.
                 let fetched = api::pane_config(&integration);
-                let host = office::on_ready().await;
+                let timeout = office_timeout_ms();
+                if let Some(search) = web_sys::window().and_then(|w| w.location().search().ok()) {
+                    debug::log(format!("page query {search}; waiting up to {timeout} ms for Office.js"));
+                }
+                let host = office::start(timeout).await;
+                debug::log(match &host {
+                    Ok(Host::Office(name)) => format!("Office.js ready in {name}"),
+                    Ok(_) => "Office.js ready outside Office".to_string(),
+                    Err(why) => format!("Office.js could not start: {why}"),
+                });
                 let fetched = fetched.await;
+                if let Err(e) = &fetched {
+                    debug::log(format!("pane config: {e}"));
+                }
                 let next = match (&host, &fetched) {
-                    (Host::NoOfficeJs, _) => {
-                        Phase::NotInOutlook("Office.js could not be loaded.".into())
+                    (Err(why), _) => Phase::OfficeFailed(why.clone()),
+                    (Ok(Host::NoOfficeJs), _) => {
+                        Phase::OfficeFailed("Office.js is not loaded.".into())
                     }
-                    (Host::NotInOffice, _) => Phase::NotInOutlook(
+                    (Ok(Host::NotInOffice), _) => Phase::NotInOutlook(
                         "This page is an Outlook add-in: open it from a meeting in Outlook.".into(),
                     ),
-                    (Host::Office(_), Err(_)) => Phase::Unavailable,
-                    (Host::Office(_), Ok(_)) => match office::appointment() {
+                    (Ok(Host::Office(_)), Err(_)) => Phase::Unavailable,
+                    (Ok(Host::Office(_)), Ok(_)) => match office::appointment() {
                         Ok(_) => Phase::Ready,
                         Err(NotCompose::NoItem | NotCompose::NotOrganizing) => Phase::NotOrganizing,
                     },
@@ -222,6 +264,35 @@ fn mark(name: &str) {
 }
 
 fn view(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent>) -> Html {
+    let log = if config.is_some_and(|c| c.debug_logs) {
+        html! {
+            <details id="debug-log" class="detail" open=true>
+                <summary>{ "Debug log" }</summary>
+                <pre>{ debug::lines().join("\n") }</pre>
+            </details>
+        }
+    } else {
+        Html::default()
+    };
+    html! { <>{ view_state(phase, config, onclick) }{ log }</> }
+}
+
+/// "Office.js could not start", the reason, and where to read more.
+fn office_failed(why: &str) -> Html {
+    html! {
+        <div id="state-office-failed" class="status error" role="alert">
+            <h2>{ "Office.js could not start" }</h2>
+            <p>{ "The add-in cannot talk to Outlook, so it cannot add a video meeting. Close and reopen the meeting; if this keeps happening, tell your help desk what is shown below." }</p>
+            <p class="detail" id="office-failed-reason">{ why }</p>
+            <p><a href={HELP_URL} target="_blank" rel="noopener">{ "Help" }</a></p>
+        </div>
+    }
+}
+
+fn view_state(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent>) -> Html {
+    if let Phase::OfficeFailed(why) = phase {
+        return office_failed(why);
+    }
     let Some(c) = config.map(|c| &c.texts) else {
         return match phase {
             Phase::NotInOutlook(why) => status("Not in Outlook", why, "state-not-in-outlook"),
@@ -245,6 +316,7 @@ fn view(phase: &Phase, config: Option<&PaneConfig>, onclick: Callback<MouseEvent
     let body = match phase {
         Phase::Loading => status("Loading", "Starting…", "state-loading"),
         Phase::NotInOutlook(why) => status("Not in Outlook", why, "state-not-in-outlook"),
+        Phase::OfficeFailed(why) => office_failed(why),
         Phase::NotOrganizing => status(
             "Open a meeting you organize",
             "This add-in works in a meeting that you are organizing. Open or create a meeting, then select the button again.",

@@ -141,6 +141,114 @@ pub struct AliasRequest {
     pub organizer: Option<Person>,
 }
 
+/// Most characters [`AliasRequest::subject`] may hold (Outlook itself keeps
+/// subjects far shorter).
+pub const MAX_SUBJECT_CHARS: usize = 1024;
+/// Most characters a [`Person::name`] in a request may hold.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Most characters a [`Person::email`] in a request may hold (a 64-character
+/// local part, `@` and a 255-character domain).
+pub const MAX_EMAIL_CHARS: usize = 320;
+
+impl AliasRequest {
+    /// Checks the free-text fields before anything is stored: `subject`,
+    /// `organizer.name` and `organizer.email` must not hold control
+    /// characters (tab is allowed in the subject and the name; PostgreSQL
+    /// refuses NUL in text outright) and must not exceed [`MAX_SUBJECT_CHARS`],
+    /// [`MAX_NAME_CHARS`] and [`MAX_EMAIL_CHARS`]. `integration` is not
+    /// checked here: it must equal a configured id, which is checked next.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_field("subject", &self.subject, MAX_SUBJECT_CHARS, true)?;
+        if let Some(organizer) = &self.organizer {
+            check_field("organizer.name", &organizer.name, MAX_NAME_CHARS, true)?;
+            check_field("organizer.email", &organizer.email, MAX_EMAIL_CHARS, false)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_field(
+    field: &'static str,
+    value: &str,
+    max_chars: usize,
+    tab_allowed: bool,
+) -> Result<(), FieldError> {
+    let mut chars = 0;
+    for (at, ch) in value.chars().enumerate() {
+        if ch.is_control() && !(tab_allowed && ch == '\t') {
+            return Err(FieldError {
+                field,
+                problem: FieldProblem::ControlCharacter { ch, at },
+            });
+        }
+        chars = at + 1;
+    }
+    if chars > max_chars {
+        return Err(FieldError {
+            field,
+            problem: FieldProblem::TooLong {
+                max_chars,
+                found_chars: chars,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// A request field that cannot be accepted ([`AliasRequest::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the JSON body, e.g. `organizer.email`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: FieldProblem,
+}
+
+/// What is wrong with a request field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldProblem {
+    /// The field holds the control character `ch` at character position `at`
+    /// (counted from 0).
+    ControlCharacter { ch: char, at: usize },
+    /// The field has `found_chars` characters, more than `max_chars`.
+    TooLong {
+        max_chars: usize,
+        found_chars: usize,
+    },
+}
+
+impl FieldError {
+    /// The stable [`ApiError::code`] for this problem.
+    pub fn code(&self) -> &'static str {
+        match self.problem {
+            FieldProblem::ControlCharacter { .. } => "field_control_character",
+            FieldProblem::TooLong { .. } => "field_too_long",
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let field = self.field;
+        match self.problem {
+            FieldProblem::ControlCharacter { ch, at } => write!(
+                f,
+                "`{field}` contains the control character U+{:04X} at character {at}",
+                u32::from(ch)
+            ),
+            FieldProblem::TooLong {
+                max_chars,
+                found_chars,
+            } => write!(
+                f,
+                "`{field}` is {found_chars} characters long; at most {max_chars} are allowed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 /// A name and SMTP address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -173,10 +281,13 @@ pub enum AliasResponse {
         instructions: Instructions,
         resource: Person,
     },
-    /// Management could not be reached: insert `placeholder` plus a `TOK:-…#`
-    /// tag built from the caller's own token, add `resource`.
+    /// Management could not be reached: insert `placeholder` plus the tag
+    /// `TOK:-<tok>#` (wrapped with `tag::tok_tag_lines`), add `resource`.
+    /// `tok` is a statement the edge signed for the verified caller; it is
+    /// never the caller's own token.
     Deferred {
         placeholder: Instructions,
+        tok: String,
         resource: Person,
     },
 }
@@ -188,4 +299,98 @@ pub struct ApiError {
     pub code: String,
     /// What went wrong, for a human.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(subject: &str, name: &str, email: &str) -> AliasRequest {
+        AliasRequest {
+            integration: "default".into(),
+            subject: subject.into(),
+            organizer: Some(Person {
+                name: name.into(),
+                email: email.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        let ok = request(
+            "Weekly\tsync <b>&amp;</b> – ünïcødé 🎉",
+            "Bob\tBoss",
+            "bob@example.com",
+        );
+        assert_eq!(ok.validate(), Ok(()));
+        let no_organizer = AliasRequest {
+            organizer: None,
+            ..request("", "", "")
+        };
+        assert_eq!(no_organizer.validate(), Ok(()));
+        let longest = request(
+            &"s".repeat(MAX_SUBJECT_CHARS),
+            &"n".repeat(MAX_NAME_CHARS),
+            &"e".repeat(MAX_EMAIL_CHARS),
+        );
+        assert_eq!(longest.validate(), Ok(()));
+    }
+
+    #[test]
+    fn control_characters_are_named_with_their_field() {
+        let nul = request("a\0b", "Bob", "bob@example.com").validate();
+        assert_eq!(
+            nul,
+            Err(FieldError {
+                field: "subject",
+                problem: FieldProblem::ControlCharacter { ch: '\0', at: 1 },
+            })
+        );
+        let e = nul.unwrap_err();
+        assert_eq!(e.code(), "field_control_character");
+        assert_eq!(
+            e.to_string(),
+            "`subject` contains the control character U+0000 at character 1"
+        );
+        for (subject, name, email, field) in [
+            ("line\nbreak", "Bob", "bob@example.com", "subject"),
+            ("é\u{85}", "Bob", "bob@example.com", "subject"),
+            ("ok", "Bob\u{1b}[31m", "bob@example.com", "organizer.name"),
+            ("ok", "Bob", "bob@example.com\r", "organizer.email"),
+            ("ok", "Bob", "bob\t@example.com", "organizer.email"),
+            ("ok", "Bob", "\u{7f}", "organizer.email"),
+        ] {
+            let got = request(subject, name, email).validate();
+            assert!(
+                matches!(&got, Err(FieldError { field: f, problem: FieldProblem::ControlCharacter { .. } }) if *f == field),
+                "{subject:?} {name:?} {email:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        let long = request(&"é".repeat(MAX_SUBJECT_CHARS + 1), "Bob", "b@x").validate();
+        let e = long.unwrap_err();
+        assert_eq!(
+            e.problem,
+            FieldProblem::TooLong {
+                max_chars: MAX_SUBJECT_CHARS,
+                found_chars: MAX_SUBJECT_CHARS + 1
+            }
+        );
+        assert_eq!(e.code(), "field_too_long");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`subject` is {} characters long; at most {MAX_SUBJECT_CHARS} are allowed",
+                MAX_SUBJECT_CHARS + 1
+            )
+        );
+        let name = request("", &"n".repeat(MAX_NAME_CHARS + 1), "b@x").validate();
+        assert_eq!(name.map_err(|e| e.field), Err("organizer.name"));
+        let email = request("", "Bob", &"e".repeat(MAX_EMAIL_CHARS + 1)).validate();
+        assert_eq!(email.map_err(|e| e.field), Err("organizer.email"));
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use minijinja::context;
 use rand::Rng;
 use uuid::Uuid;
-use vmr_protocol::{AliasResponse, Instructions, Person};
+use vmr_protocol::{AliasResponse, Instructions};
 
 use crate::integration::Integration;
 use crate::storage::{NewAlias, Storage, StorageError};
@@ -50,8 +50,6 @@ pub enum AllocateError {
 pub struct AliasContext<'a> {
     pub identity: &'a Identity,
     pub subject: &'a str,
-    /// The meeting's organizer when Outlook said (a delegate may ask for someone else).
-    pub organizer: Option<&'a Person>,
 }
 
 /// Allocation counters for `/metrics` and status.
@@ -93,8 +91,11 @@ pub async fn allocate(
     }
 
     let id = Uuid::new_v4().simple().to_string();
-    let organizer_email = request.organizer.map(|p| p.email.as_str());
-    let organizer_name = request.organizer.map(|p| p.name.as_str());
+    // The organizer recorded with the alias is who the token proves, never
+    // what the request body claims (the mailbox later binds the meeting's real
+    // organizer from Exchange).
+    let organizer_email = request.identity.email.as_deref();
+    let organizer_name = request.identity.display_name.as_deref();
     // How the requester proved who they are (recorded with the alias).
     let method = match request.identity.method {
         vmr_protocol::AuthMethod::ExchangeUserIdToken => "EXCHANGE_USER_ID_TOKEN",
@@ -106,8 +107,8 @@ pub async fn allocate(
         "conference_subject",
         context! {
             subject => request.subject,
-            organizer_name => organizer_name.or(request.identity.display_name.as_deref()),
-            organizer_email => organizer_email.or(request.identity.email.as_deref()),
+            organizer_name => organizer_name,
+            organizer_email => organizer_email,
         },
     )?;
     let mut draws = 0;
@@ -159,8 +160,8 @@ pub async fn allocate(
             meeting_tag => &tag,
             addin_server_domain => public_host,
             subject => request.subject,
-            organizer_name => organizer_name.or(request.identity.display_name.as_deref()),
-            organizer_email => organizer_email.or(request.identity.email.as_deref()),
+            organizer_name => organizer_name,
+            organizer_email => organizer_email,
         },
     );
     let html = match rendered {

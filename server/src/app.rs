@@ -15,9 +15,12 @@ use anyhow::{Context, Result};
 use rand::RngCore;
 
 use crate::alias_service::{now_unix, AliasStats};
+use crate::clock::SharedClock;
 use crate::config::{Config, Role};
+use crate::deferral::DeferralKeys;
 use crate::integration::Integration;
 use crate::meeting_tag::TagKey;
+use crate::quota::AllocationLimits;
 use crate::storage::Storage;
 use crate::templates::TemplateSet;
 use crate::token::TokenValidator;
@@ -25,6 +28,8 @@ use crate::{http, tls};
 
 /// Marker in `addin/index.html` replaced by the Office.js URL.
 pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";
+
+use crate::pane_page::PanePage;
 
 /// Everything a request handler needs.
 pub struct App {
@@ -35,14 +40,23 @@ pub struct App {
     pub validator: TokenValidator,
     /// Outgoing HTTPS (edge → management).
     pub http: reqwest::Client,
-    /// The pane's `index.html` with Office.js substituted; `None` if not built.
-    pub pane_index: Option<String>,
+    /// The pane's `index.html` with the Office.js scripts in place (and its
+    /// policy in local mode); `None` if not built.
+    pub pane_index: Option<PanePage>,
     pub stats: AliasStats,
+    /// The time, for token lifetimes, TOK expiry and limits.
+    pub clock: SharedClock,
+    /// Keys for deferral statements (TOK); `None` in role `all`.
+    pub deferral_keys: Option<DeferralKeys>,
+    /// Per-requester and global allocation limits.
+    pub limits: AllocationLimits,
 }
 
 impl App {
     /// Prepares the app; fails with a message naming what is wrong.
     pub async fn build(config: Config) -> Result<App> {
+        // Local Office.js: refuse to start without the files the pane needs.
+        config.server.check_office_js_files()?;
         tls::install_crypto_provider();
         let http_client = tls::http_client(&config.http_client)?;
         let storage = match config.role {
@@ -58,7 +72,7 @@ impl App {
             let templates = TemplateSet::compile(&ic.templates)
                 .with_context(|| format!("integration[{i}].templates"))?;
             let key_hex = match (&ic.tag_key, &storage) {
-                (Some(k), _) => k.clone(),
+                (Some(k), _) => k.expose().to_owned(),
                 (None, Some(storage)) => {
                     let mut candidate = [0u8; 32];
                     rand::rngs::OsRng.fill_bytes(&mut candidate);
@@ -87,8 +101,13 @@ impl App {
             );
         }
         let pane_index = load_pane_index(&config)?;
+        let clock = crate::clock::system();
+        let deferral_keys = DeferralKeys::from_config(&config.management)?;
         Ok(App {
-            validator: TokenValidator::new(http_client.clone()),
+            validator: TokenValidator::new(http_client.clone()).with_clock(clock.clone()),
+            limits: AllocationLimits::new(&config.limits, clock.clone()),
+            deferral_keys,
+            clock,
             http: http_client,
             config,
             integrations,
@@ -99,13 +118,13 @@ impl App {
     }
 }
 
-fn load_pane_index(config: &Config) -> Result<Option<String>> {
+fn load_pane_index(config: &Config) -> Result<Option<PanePage>> {
     let path = config.server.dist_dir.join("index.html");
     match std::fs::read_to_string(&path) {
-        Ok(html) => {
-            let url = crate::manifest::xml_escape(&config.server.office_js_url());
-            Ok(Some(html.replace(OFFICE_JS_MARKER, &url)))
-        }
+        Ok(html) => Ok(Some(
+            PanePage::prepare(&html, &config.server, &config.integrations)
+                .with_context(|| format!("preparing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!(path = %path.display(), "the pane is not built; /pane/ will say so");
             Ok(None)
@@ -127,19 +146,44 @@ pub async fn serve(
     } else {
         Some(tls::listener_pem(&app.config.server)?)
     };
-    let router = http::router(Arc::new(app));
+    let app = Arc::new(app);
+    let admin = match app.config.admin.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("admin.listen: cannot bind {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "admin listener (plain HTTP)");
+            Some((l, http::admin_router(app.clone())))
+        }
+        None => None,
+    };
+    let router = http::router(app);
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        let _ = stopping_tx.send(true);
         shutdown_handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
     let service = router.into_make_service();
     let fut = async move {
+        if let Some((listener, router)) = admin {
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the admin listener stopped");
+                }
+            });
+        }
         match pem {
             None => {
                 axum_server::from_tcp(listener)

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vmr_protocol::{AuthMethod, PaneTexts};
 
+use crate::secret::Secret;
+
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +66,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub management: ManagementConfig,
     pub http_client: HttpClientConfig,
+    pub limits: LimitsConfig,
+    pub admin: AdminConfig,
     #[serde(rename = "integration")]
     pub integrations: Vec<IntegrationConfig>,
 }
@@ -76,6 +80,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             management: ManagementConfig::default(),
             http_client: HttpClientConfig::default(),
+            limits: LimitsConfig::default(),
+            admin: AdminConfig::default(),
             integrations: vec![IntegrationConfig::default()],
         }
     }
@@ -103,9 +109,17 @@ pub struct ServerConfig {
     pub dist_dir: PathBuf,
     /// Icons, styles, help page and the local Office.js copy.
     pub static_dir: PathBuf,
-    /// `local` (the copy under `static/office-js/`), `cdn` (Microsoft's), or
-    /// any https URL of an Office.js.
+    /// `local` (the copy under `static/office-js/`, plus the admin-supplied
+    /// `MicrosoftAjax.js` next to it), `cdn` (Microsoft's), or any https URL
+    /// of an Office.js.
     pub office_js: String,
+    /// How long the pane waits for `Office.onReady` before it says that
+    /// Office.js could not start (milliseconds, 1000–60000).
+    pub office_js_timeout_ms: u32,
+    /// Extra script URLs (https, or absolute paths on the add-in host) the
+    /// pane loads before Office.js, in this order (Pexip's
+    /// `additional_add_in_script_sources`).
+    pub additional_add_in_script_sources: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -119,10 +133,18 @@ impl Default for ServerConfig {
             self_signed_cert_out: None,
             dist_dir: "dist".into(),
             static_dir: "static".into(),
-            office_js: "local".into(),
+            office_js: "cdn".into(),
+            office_js_timeout_ms: 5000,
+            additional_add_in_script_sources: Vec::new(),
         }
     }
 }
+
+/// Where Office.js fetches `MicrosoftAjax.js` from when the page lacks it;
+/// air-gapped sites download it from here on a connected machine.
+pub const MICROSOFT_AJAX_CDN: &str = "https://ajax.aspnetcdn.com/ajax/3.5/MicrosoftAjax.js";
+/// File name of the local `MicrosoftAjax.js`, next to the local `office.js`.
+pub const MICROSOFT_AJAX_FILE: &str = "MicrosoftAjax.js";
 
 /// Microsoft's Office.js CDN location.
 pub const OFFICE_JS_CDN: &str = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js";
@@ -140,6 +162,203 @@ impl ServerConfig {
             "cdn" => OFFICE_JS_CDN.to_string(),
             url => url.to_string(),
         }
+    }
+
+    /// `office_js = "local"`: the pane and everything it loads come from the
+    /// add-in host only.
+    pub fn is_local_office_js(&self) -> bool {
+        self.office_js == "local"
+    }
+
+    /// Folder of the local Office.js copy (`<static_dir>/office-js`, served
+    /// at `/office-js/`).
+    pub fn local_office_js_dir(&self) -> PathBuf {
+        self.static_dir.join("office-js")
+    }
+
+    /// The classic scripts the pane loads before its own code, in order:
+    /// `MicrosoftAjax.js` (local mode only), the additional sources, Office.js.
+    pub fn pane_script_urls(&self) -> Vec<String> {
+        let mut urls = Vec::new();
+        if self.is_local_office_js() {
+            urls.push(format!(
+                "{}/office-js/{MICROSOFT_AJAX_FILE}",
+                self.public_origin()
+            ));
+        }
+        urls.extend(self.additional_add_in_script_sources.iter().cloned());
+        urls.push(self.office_js_url());
+        urls
+    }
+
+    fn validate_office_js(&self) -> Result<(), ConfigError> {
+        if !(1000..=60_000).contains(&self.office_js_timeout_ms) {
+            return Err(ConfigError::key(
+                "server.office_js_timeout_ms",
+                format!(
+                    "must be between 1000 and 60000 milliseconds, found {}",
+                    self.office_js_timeout_ms
+                ),
+            ));
+        }
+        for (i, src) in self.additional_add_in_script_sources.iter().enumerate() {
+            let is_path = src.starts_with('/') && !src.starts_with("//");
+            let plain = !src.is_empty()
+                && src.len() <= 2048
+                && !src
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "\"'<>`".contains(c));
+            if !plain || !(is_path || src.starts_with("https://")) {
+                return Err(ConfigError::key(
+                    format!("server.additional_add_in_script_sources[{i}]"),
+                    format!(
+                        "must be an https URL or an absolute path on the add-in host \
+                         (no spaces or quotes), found {src:?}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// In local mode: the files the pane needs from the add-in host are there
+    /// (`office.js` from setup, `MicrosoftAjax.js` from the admin). Checked by
+    /// `check-config` and at start, not by [`Config::validate`], since it
+    /// reads the disk.
+    pub fn check_office_js_files(&self) -> Result<(), ConfigError> {
+        if !self.is_local_office_js() {
+            return Ok(());
+        }
+        let dir = self.local_office_js_dir();
+        let office = dir.join("office.js");
+        if !office.is_file() {
+            return Err(ConfigError::key(
+                "server.office_js",
+                format!(
+                    "\"local\" serves Office.js from {}, which is missing: run `cargo xtask setup` \
+                     (it copies the npm package @microsoft/office-js there) or copy that \
+                     package's dist/ folder there yourself",
+                    dir.display()
+                ),
+            ));
+        }
+        let ajax = dir.join(MICROSOFT_AJAX_FILE);
+        let present = std::fs::metadata(&ajax).is_ok_and(|m| m.is_file() && m.len() > 0);
+        if !present {
+            return Err(ConfigError::key(
+                "server.office_js",
+                microsoft_ajax_instruction(&ajax),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What to do when `MicrosoftAjax.js` is missing in local mode.
+pub fn microsoft_ajax_instruction(path: &Path) -> String {
+    format!(
+        "\"local\" needs {MICROSOFT_AJAX_FILE} at {path}, and it is missing. Office.js loads it \
+         from Microsoft's CDN otherwise, which an air-gapped pane cannot reach, so the pane would \
+         never start. It is in no package registry: on a machine with internet access download \
+         {MICROSOFT_AJAX_CDN} and copy it to {path} (or run \
+         `VMR_MICROSOFT_AJAX_JS=<downloaded file> cargo xtask setup`, which copies it there)",
+        path = path.display()
+    )
+}
+
+#[cfg(test)]
+mod office_js_tests {
+    use super::*;
+
+    fn local_in(dir: &Path) -> ServerConfig {
+        ServerConfig {
+            office_js: "local".into(),
+            static_dir: dir.to_path_buf(),
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn local_mode_needs_office_js_and_microsoft_ajax() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = local_in(dir.path());
+        let e = server.check_office_js_files().expect_err("no office.js");
+        assert!(e.to_string().contains("server.office_js"), "{e}");
+        assert!(e.to_string().contains("cargo xtask setup"), "{e}");
+        let office = dir.path().join("office-js");
+        std::fs::create_dir_all(&office).expect("mkdir");
+        std::fs::write(office.join("office.js"), "/* office */").expect("write");
+        let e = server
+            .check_office_js_files()
+            .expect_err("no MicrosoftAjax.js");
+        let text = e.to_string();
+        assert!(text.contains("config key `server.office_js`"), "{text}");
+        assert!(text.contains(MICROSOFT_AJAX_CDN), "{text}");
+        assert!(
+            text.contains(&office.join(MICROSOFT_AJAX_FILE).display().to_string()),
+            "{text}"
+        );
+        std::fs::write(office.join(MICROSOFT_AJAX_FILE), "").expect("write");
+        assert!(
+            server.check_office_js_files().is_err(),
+            "an empty file is refused"
+        );
+        std::fs::write(office.join(MICROSOFT_AJAX_FILE), "var Sys;").expect("write");
+        server.check_office_js_files().expect("complete");
+        let cdn = ServerConfig {
+            static_dir: dir.path().join("nowhere"),
+            ..ServerConfig::default()
+        };
+        cdn.check_office_js_files()
+            .expect("cdn mode reads no files");
+    }
+
+    #[test]
+    fn script_order_is_ajax_extras_office() {
+        let mut server = local_in(Path::new("static"));
+        server.public_host = "addin.example.com".into();
+        server.additional_add_in_script_sources = vec![
+            "/static/site.js".into(),
+            "https://cdn.example.com/x.js".into(),
+        ];
+        assert_eq!(
+            server.pane_script_urls(),
+            [
+                "https://addin.example.com/office-js/MicrosoftAjax.js",
+                "/static/site.js",
+                "https://cdn.example.com/x.js",
+                "https://addin.example.com/office-js/office.js",
+            ]
+        );
+        server.office_js = "cdn".into();
+        assert_eq!(server.pane_script_urls().len(), 3, "no MicrosoftAjax.js");
+    }
+
+    #[test]
+    fn bad_sources_and_timeouts_name_their_key() {
+        for bad in [
+            "http://x.example/a.js",
+            "//x.example/a.js",
+            "a.js",
+            "/a b.js",
+            "/a\".js",
+        ] {
+            let server = ServerConfig {
+                additional_add_in_script_sources: vec!["/ok.js".into(), bad.into()],
+                ..ServerConfig::default()
+            };
+            let e = server.validate_office_js().expect_err(bad).to_string();
+            assert!(
+                e.contains("server.additional_add_in_script_sources[1]"),
+                "{e}"
+            );
+        }
+        let server = ServerConfig {
+            office_js_timeout_ms: 10,
+            ..ServerConfig::default()
+        };
+        let e = server.validate_office_js().expect_err("too short");
+        assert!(e.to_string().contains("server.office_js_timeout_ms"), "{e}");
     }
 }
 
@@ -169,9 +388,20 @@ pub struct ManagementConfig {
     /// Base URL of the management role (edge only), e.g. `https://mgmt:8444`.
     pub url: Option<String>,
     /// Shared secret the edge presents and management requires (≥ 16 chars).
-    pub shared_secret: Option<String>,
+    pub shared_secret: Option<Secret>,
     /// How long the edge waits for management before answering "deferred".
     pub timeout_ms: u64,
+    /// Id of the current deferral key (carried in every TOK it signs).
+    pub deferral_key_id: String,
+    /// Key (64 hex digits) under which edges sign deferred-request statements
+    /// (TOK) and management checks them; shared by the edges and management,
+    /// distinct from `shared_secret`. Needed by the edge and management roles.
+    pub deferral_key: Option<Secret>,
+    /// Earlier deferral keys still accepted (rotation): TOKs already in
+    /// meetings keep working until they expire.
+    pub previous_deferral_keys: Vec<DeferralKeyConfig>,
+    /// How long a TOK stays valid, in hours (default 7 days).
+    pub deferral_ttl_hours: u64,
 }
 
 impl Default for ManagementConfig {
@@ -180,8 +410,62 @@ impl Default for ManagementConfig {
             url: None,
             shared_secret: None,
             timeout_ms: 3000,
+            deferral_key_id: "1".into(),
+            deferral_key: None,
+            previous_deferral_keys: Vec::new(),
+            deferral_ttl_hours: 7 * 24,
         }
     }
+}
+
+/// `[[management.previous_deferral_keys]]`: an older deferral key, still accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeferralKeyConfig {
+    /// The key's id.
+    pub id: String,
+    /// 64 hex digits.
+    pub key: Secret,
+}
+
+/// `[limits]`: what one requester, and everyone together, may ask of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Alias allocations one requester may make per hour (a burst of this many,
+    /// then one per 3600/n seconds). 0: no per-requester limit.
+    pub allocations_per_requester_per_hour: u32,
+    /// Alias allocations per second over all requesters. 0: no global limit.
+    pub allocations_per_second: u32,
+    /// Longest time one HTTP request may take, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Requests served at the same time; more wait.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            allocations_per_requester_per_hour: 60,
+            allocations_per_second: 500,
+            request_timeout_ms: 30_000,
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// `[admin]`: who may read `/metrics` and the detailed `/readyz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A separate listener (plain HTTP; bind it to loopback or an admin
+    /// network) serving `/metrics`, `/readyz` and `/healthz` without auth.
+    pub listen: Option<SocketAddr>,
+    /// SHA-256 (hex) of admin API tokens; a request to `/metrics` or
+    /// `/readyz/detail` on the main listener with `Authorization: Bearer
+    /// <token>` whose hash is listed is served. Empty: those routes are only
+    /// on the admin listener.
+    pub api_token_sha256: Vec<String>,
 }
 
 /// `[http_client]`: outgoing HTTPS (metadata documents, edge → management).
@@ -211,7 +495,7 @@ pub struct IntegrationConfig {
     pub alias_domain: String,
     /// Secret key for tag MACs, 64 hex digits. Absent: derived from
     /// `id` and the storage URL (demo only; set it in production).
-    pub tag_key: Option<String>,
+    pub tag_key: Option<Secret>,
     /// Stable add-in Id (a GUID) for the manifest.
     pub addin_id: String,
     /// Manifest version, `n.n.n.n`.
@@ -401,6 +685,7 @@ impl Config {
                 format!("must be \"local\", \"cdn\" or an https URL, found {office_js:?}"),
             ));
         }
+        self.server.validate_office_js()?;
         let storage = self.storage.url.as_str();
         if !(storage.starts_with("sqlite:")
             || storage.starts_with("postgres://")
@@ -419,7 +704,7 @@ impl Config {
         }
         if self.role != Role::All {
             match &self.management.shared_secret {
-                Some(s) if s.chars().count() >= 16 => {}
+                Some(s) if s.expose().chars().count() >= 16 => {}
                 _ => {
                     return Err(ConfigError::key(
                         "management.shared_secret",
@@ -428,15 +713,12 @@ impl Config {
                 }
             }
         }
+        if self.role != Role::All {
+            self.validate_deferral_keys()?;
+        }
         if self.role == Role::Edge {
             match &self.management.url {
-                Some(u) if u.starts_with("https://") || u.starts_with("http://127.") => {}
-                Some(u) => {
-                    return Err(ConfigError::key(
-                        "management.url",
-                        format!("must be an https URL, found {u:?}"),
-                    ))
-                }
+                Some(u) => check_management_url(u)?,
                 None => {
                     return Err(ConfigError::key(
                         "management.url",
@@ -445,6 +727,26 @@ impl Config {
                 }
             }
         }
+        for (i, hash) in self.admin.api_token_sha256.iter().enumerate() {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::key(
+                    format!("admin.api_token_sha256[{i}]"),
+                    "must be the SHA-256 of a token in 64 hex digits (sha256sum)",
+                ));
+            }
+        }
+        if self.limits.request_timeout_ms == 0 {
+            return Err(ConfigError::key(
+                "limits.request_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return Err(ConfigError::key(
+                "limits.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
         if self.integrations.is_empty() {
             return Err(ConfigError::key(
                 "integration",
@@ -452,6 +754,7 @@ impl Config {
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut resources = std::collections::BTreeSet::new();
         for (i, integration) in self.integrations.iter().enumerate() {
             integration.validate(&format!("integration[{i}]"))?;
             if !seen.insert(integration.id.as_str()) {
@@ -460,6 +763,66 @@ impl Config {
                     format!("duplicate integration id {:?}", integration.id),
                 ));
             }
+            if !resources.insert(integration.resource_email.to_ascii_lowercase()) {
+                return Err(ConfigError::key(
+                    format!("integration[{i}].resource_email"),
+                    format!(
+                        "{:?} is already the resource of another integration; each integration needs its own resource mailbox",
+                        integration.resource_email
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The deferral key (and previous ones) are 64 hex digits, with distinct ids,
+    /// and differ from the shared secret.
+    fn validate_deferral_keys(&self) -> Result<(), ConfigError> {
+        let m = &self.management;
+        let check = |key: &str, secret: Option<&Secret>| -> Result<(), ConfigError> {
+            match secret {
+                Some(k) if k.expose().len() == 64 && k.expose().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    if m.shared_secret.as_ref().is_some_and(|s| s.expose() == k.expose()) {
+                        return Err(ConfigError::key(
+                            key,
+                            "must differ from management.shared_secret",
+                        ));
+                    }
+                    Ok(())
+                }
+                Some(_) => Err(ConfigError::key(key, "must be 64 hex digits (openssl rand -hex 32)")),
+                None => Err(ConfigError::key(
+                    key,
+                    "edge and management roles need a deferral key of 64 hex digits (openssl rand -hex 32), the same on every edge and on management",
+                )),
+            }
+        };
+        check("management.deferral_key", m.deferral_key.as_ref())?;
+        if m.deferral_key_id.trim().is_empty() || m.deferral_key_id.len() > 32 {
+            return Err(ConfigError::key(
+                "management.deferral_key_id",
+                "must be 1-32 characters",
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::from([m.deferral_key_id.as_str()]);
+        for (i, old) in m.previous_deferral_keys.iter().enumerate() {
+            check(
+                &format!("management.previous_deferral_keys[{i}].key"),
+                Some(&old.key),
+            )?;
+            if !ids.insert(old.id.as_str()) {
+                return Err(ConfigError::key(
+                    format!("management.previous_deferral_keys[{i}].id"),
+                    format!("duplicate deferral key id {:?}", old.id),
+                ));
+            }
+        }
+        if m.deferral_ttl_hours == 0 || m.deferral_ttl_hours > 90 * 24 {
+            return Err(ConfigError::key(
+                "management.deferral_ttl_hours",
+                "must be between 1 and 2160 (90 days)",
+            ));
         }
         Ok(())
     }
@@ -467,6 +830,28 @@ impl Config {
     /// The integration with this id.
     pub fn integration(&self, id: &str) -> Option<&IntegrationConfig> {
         self.integrations.iter().find(|i| i.id == id)
+    }
+}
+
+/// `management.url`: https, or plain http only to a loopback IP address.
+fn check_management_url(raw: &str) -> Result<(), ConfigError> {
+    let fail = |why: String| ConfigError::key("management.url", why);
+    let url = url::Url::parse(raw).map_err(|e| fail(format!("{raw:?} is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail(
+            "must not carry user info; the edge authenticates with management.shared_secret".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(fail(format!("{raw:?} must not have a query or fragment")));
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some(url::Host::Ipv4(ip))) if ip.is_loopback() => Ok(()),
+        ("http", Some(url::Host::Ipv6(ip))) if ip.is_loopback() => Ok(()),
+        _ => Err(fail(format!(
+            "must be an https URL (plain http only to a loopback IP address), found {raw:?}"
+        ))),
     }
 }
 
@@ -524,6 +909,7 @@ impl IntegrationConfig {
             ));
         }
         if let Some(k) = &self.tag_key {
+            let k = k.expose();
             if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError::key(
                     key("tag_key"),
@@ -733,6 +1119,63 @@ mod tests {
         load(toml, env).expect_err("must be rejected").to_string()
     }
 
+    const DEFERRAL: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn split_roles_need_a_deferral_key_and_a_safe_management_url() {
+        let edge = |url: &str, key: &str| {
+            format!(
+                "role = \"edge\"\n[management]\nurl = \"{url}\"\nshared_secret = \"a-long-enough-secret\"\n{key}"
+            )
+        };
+        let key = format!("deferral_key = \"{DEFERRAL}\"\n");
+        load(&edge("https://mgmt.internal:8444", &key), &[]).expect("valid edge");
+        load(&edge("http://127.0.0.1:8444", &key), &[]).expect("loopback http");
+        load(&edge("http://[::1]:8444", &key), &[]).expect("loopback v6 http");
+        for bad in [
+            "http://mgmt.internal:8444",
+            "http://127.0.0.1.evil.example:80",
+            "https://user:pw@mgmt.internal",
+            "ftp://mgmt.internal",
+            "not a url",
+        ] {
+            let e = err(&edge(bad, &key), &[]);
+            assert!(e.contains("management.url"), "{bad}: {e}");
+        }
+        let e = err(&edge("https://mgmt.internal", ""), &[]);
+        assert!(e.contains("management.deferral_key"), "{e}");
+        let e = err(
+            &edge("https://mgmt.internal", "deferral_key = \"abc\"\n"),
+            &[],
+        );
+        assert!(e.contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn two_integrations_cannot_share_a_resource_mailbox() {
+        let e = err(
+            "[[integration]]\nid = \"a\"\nresource_email = \"room@example.com\"\n\
+             [[integration]]\nid = \"b\"\nresource_email = \"ROOM@example.com\"\n",
+            &[],
+        );
+        assert!(e.contains("integration[1].resource_email"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = load(
+            &format!(
+                "role = \"management\"\n[management]\nshared_secret = \"edge-secret-123456789\"\n\
+                 deferral_key = \"{DEFERRAL}\"\n[[integration]]\ntag_key = \"{DEFERRAL}\"\n"
+            ),
+            &[],
+        )
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("edge-secret"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
     #[test]
     fn empty_file_is_a_working_demo() {
         let c = load("", &[]).expect("defaults");
@@ -753,6 +1196,7 @@ mod tests {
                 ("VMR__INTEGRATION__0__ALIAS_DIGITS", "9"),
                 ("VMR__INTEGRATION__0__PANE__TITLE", "Hello there"),
                 ("VMR__INTEGRATION__1__ID", "b"),
+                ("VMR__INTEGRATION__1__RESOURCE_EMAIL", "room-b@example.com"),
                 ("OTHER", "ignored"),
             ],
         )

@@ -2,17 +2,24 @@
 //!
 //! | route | roles | what |
 //! |---|---|---|
-//! | `GET /healthz` | all | liveness (`{"status":"ok","role":…}`) |
-//! | `GET /readyz` | all | readiness: the database answers (management, all) |
-//! | `GET /metrics` | all | Prometheus: allocations, collisions, alias space use |
+//! | `GET /healthz` | all | liveness: `ok`, nothing else |
+//! | `GET /readyz` | all | readiness: `ready` or 503 `not ready`, no detail |
+//! | `GET /readyz/detail` | admin | readiness with what was checked (JSON) |
+//! | `GET /metrics` | admin | Prometheus: allocations, collisions, alias space use |
 //! | `GET /api/v1/pane-config?integration=…` | all | pane texts |
 //! | `POST /api/v1/alias` | all | allocate (all, management) or forward (edge) |
 //! | `GET /manifest.xml`, `GET /manifest/{id}.xml` | all | rendered manifest |
 //! | `GET /pane/…` | all | the Trunk build, precompressed |
-//! | `GET /office-js/…`, `GET /static/…` | all | local Office.js copy, icons, help |
+//! | `GET /office-js/…`, `GET /static/…` | all | local Office.js copy (+ `MicrosoftAjax.js`), icons, help |
 //!
 //! Request bodies are read as bytes (capped at 64 KiB) and parsed here, so
 //! every malformed request gets a precise JSON error and touches nothing.
+//!
+//! "admin" routes are served without auth on the admin listener
+//! (`admin.listen`, see [`admin_router`]) and on the main listener only with
+//! `Authorization: Bearer <token>` whose SHA-256 is in
+//! `admin.api_token_sha256`. Every request has a time limit and the number
+//! served at once is capped (`[limits]`).
 
 use std::sync::Arc;
 
@@ -52,7 +59,6 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route(PANE_CONFIG_PATH, get(pane_config))
         .route(ALIAS_PATH, post(alias))
         .route("/manifest.xml", get(default_manifest))
@@ -74,30 +80,123 @@ pub fn router(app: Arc<App>) -> Router {
                     HeaderValue::from_static("public, max-age=3600"),
                 )),
         )
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .route("/readyz/detail", get(readyz_detail))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    require_admin_token,
+                )),
+        )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(limits_layer(&app))
         .with_state(app)
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Response {
+/// The admin listener's router (`admin.listen`): ops endpoints without auth.
+pub fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/readyz/detail", get(readyz_detail))
+        .route("/metrics", get(metrics))
+        .layer(limits_layer(&app))
+        .with_state(app)
+}
+
+/// Time limit per request and a cap on requests served at once.
+fn limits_layer(
+    app: &App,
+) -> tower::ServiceBuilder<
+    tower::layer::util::Stack<
+        tower::limit::ConcurrencyLimitLayer,
+        tower::layer::util::Stack<tower_http::timeout::TimeoutLayer, tower::layer::util::Identity>,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            std::time::Duration::from_millis(app.config.limits.request_timeout_ms),
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            app.config.limits.max_concurrent_requests,
+        ))
+}
+
+/// Lets a request through when it carries an admin API token.
+async fn require_admin_token(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::digest(t.trim().as_bytes()));
+    let allowed = presented.is_some_and(|hash| {
+        app.config.admin.api_token_sha256.iter().any(|want| {
+            hex::decode(want).is_ok_and(|want| bool::from(want.as_slice().ct_eq(hash.as_slice())))
+        })
+    });
+    if allowed {
+        next.run(request).await
+    } else {
+        let mut r = ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_token_required",
+            "this endpoint needs an admin API token (Authorization: Bearer …) or the admin listener",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Whether this process can serve: the database answers (management, all).
+async fn readiness(app: &App) -> Result<(), String> {
+    match &app.storage {
+        Some(storage) => storage.ping().await.map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match readiness(&app).await {
+        Ok(()) => "ready".into_response(),
+        Err(detail) => {
+            tracing::warn!(%detail, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
+    }
+}
+
+async fn readyz_detail(State(app): State<Arc<App>>) -> Response {
     let role = match app.config.role {
         Role::All => "all",
         Role::Edge => "edge",
         Role::Management => "management",
     };
-    Json(serde_json::json!({ "status": "ok", "role": role })).into_response()
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiFailure> {
-    if let Some(storage) = &app.storage {
-        storage.ping().await.map_err(|e| {
-            ApiFailure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                e.to_string(),
-            )
-        })?;
-    }
-    Ok(Json(serde_json::json!({ "status": "ready" })).into_response())
+    let (status, database) = match (&app.storage, readiness(&app).await) {
+        (None, _) => (StatusCode::OK, serde_json::Value::Null),
+        (Some(_), Ok(())) => (StatusCode::OK, "ok".into()),
+        (Some(_), Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.into()),
+    };
+    let ready = status == StatusCode::OK;
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "role": role, "database": database })),
+    )
+        .into_response()
 }
 
 /// Share of an alias space above which `/metrics` flags it as nearly exhausted.
@@ -177,13 +276,8 @@ fn find_integration<'a>(
             StatusCode::NOT_FOUND,
             "unknown_integration",
             format!(
-                "no integration {:?}; configured: {}",
-                id.unwrap_or(""),
-                app.integrations
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "no integration {:?} is configured here; check the add-in's URL",
+                id.unwrap_or("")
             ),
         )
     })
@@ -224,6 +318,9 @@ pub fn parse_alias_request(
             format!("the request body is not a valid alias request: {e}"),
         )
     })?;
+    request
+        .validate()
+        .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let token = match headers.get(header::AUTHORIZATION) {
         None => {
             return Err(ApiFailure::new(
@@ -282,23 +379,20 @@ async fn alias(
     let (request, token) = parse_alias_request(&headers, &body)?;
     let integration = find_integration(&app, Some(&request.integration))?.clone();
     if app.config.role == Role::Edge {
-        return edge::forward_alias(&app, &integration, &headers, body, &token).await;
+        return edge::forward_alias(&app, &integration, &request, &headers, body, &token).await;
     }
     let identity = app
         .validator
         .validate(&integration.token_settings, &token)
         .await?;
-    let storage = app.storage.as_ref().ok_or_else(|| {
-        ApiFailure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no_storage",
-            "this process has no database (edge role)",
-        )
-    })?;
+    app.limits.check(&identity.user_id)?;
+    let storage = app
+        .storage
+        .as_ref()
+        .ok_or_else(|| ApiFailure::internal("no_storage", "this process has no database"))?;
     let ctx = AliasContext {
         identity: &identity,
         subject: &request.subject,
-        organizer: request.organizer.as_ref(),
     };
     let response: AliasResponse = alias_service::allocate(
         storage,
@@ -318,18 +412,16 @@ async fn alias(
 }
 
 fn check_edge_secret(app: &App, headers: &HeaderMap) -> Result<(), ApiFailure> {
-    let expected = app.config.management.shared_secret.as_deref().unwrap_or("");
     let given = headers
         .get(EDGE_SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let same = !expected.is_empty()
-        && given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same = app
+        .config
+        .management
+        .shared_secret
+        .as_ref()
+        .is_some_and(|s| s.matches(given));
     if same {
         Ok(())
     } else {
@@ -356,13 +448,8 @@ async fn manifest_by_id(
 }
 
 fn manifest_response(app: &App, integration: &Integration) -> Result<Response, ApiFailure> {
-    let xml = manifest::render(&app.config.server, &integration.config).map_err(|e| {
-        ApiFailure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "manifest_error",
-            e.to_string(),
-        )
-    })?;
+    let xml = manifest::render(&app.config.server, &integration.config)
+        .map_err(|e| ApiFailure::internal("manifest_error", e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/xml; charset=utf-8"),
@@ -375,14 +462,7 @@ fn manifest_response(app: &App, integration: &Integration) -> Result<Response, A
 
 async fn pane_index(State(app): State<Arc<App>>) -> Response {
     match &app.pane_index {
-        Some(html) => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            html.clone(),
-        )
-            .into_response(),
+        Some(page) => page.response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -42,6 +42,7 @@ impl Integration {
             naa_oidc_metadata_url: config.auth.naa_oidc_metadata_url.clone(),
             naa_allowed_tenants: config.auth.naa_allowed_tenants.clone(),
             naa_required_scope: config.auth.naa_required_scope.clone(),
+            naa_client_id: config.auth.naa_client_id.clone(),
         };
         Integration {
             config,

@@ -23,6 +23,8 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error while inserting aliases: {0}")]
     Batch(String),
+    #[error("cannot store the alias: its {field} contains a NUL character, which PostgreSQL cannot store in text")]
+    NulInText { field: &'static str },
     #[error("database error while {doing}: {source}")]
     Query {
         doing: &'static str,
@@ -46,6 +48,27 @@ pub struct NewAlias<'a> {
     pub subject: Option<&'a str>,
 }
 
+impl NewAlias<'_> {
+    /// The name of the first text column whose value holds a NUL character.
+    fn field_with_nul(&self) -> Option<&'static str> {
+        [
+            ("id", Some(self.id)),
+            ("integration", Some(self.integration)),
+            ("numeric_alias", Some(self.numeric_alias)),
+            ("alias", Some(self.alias)),
+            ("auth_method", Some(self.auth_method)),
+            ("requester_id", Some(self.requester_id)),
+            ("requester_email", self.requester_email),
+            ("organizer_email", self.organizer_email),
+            ("organizer_name", self.organizer_name),
+            ("subject", self.subject),
+        ]
+        .into_iter()
+        .find(|(_, value)| value.is_some_and(|v| v.contains('\0')))
+        .map(|(field, _)| field)
+    }
+}
+
 /// A stored alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAlias {
@@ -67,8 +90,8 @@ pub struct Storage {
     writer: mpsc::Sender<InsertJob>,
 }
 
-/// Most inserts one group commit carries (11 parameters each: well under
-/// SQLite's and PostgreSQL's limits).
+/// Most inserts one group commit carries (each is its own execution of one
+/// prepared statement; they share the transaction and its commit).
 const MAX_BATCH: usize = 256;
 
 /// An alias row queued for the writer task.
@@ -122,66 +145,51 @@ async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
                 Err(_) => break,
             }
         }
-        match insert_batch(&pool, &batch).await {
-            Ok(inserted) => {
-                for (job, ok) in batch.into_iter().zip(inserted) {
-                    let _ = job.reply.send(Ok(ok));
-                }
-            }
+        let rows: Vec<&OwnedAlias> = batch.iter().map(|j| &j.row).collect();
+        let answers = match insert_batch(&pool, &rows).await {
+            Ok(inserted) => inserted.into_iter().map(Ok).collect(),
             Err(e) => {
-                let message = e.to_string();
-                for job in batch {
-                    let _ = job.reply.send(Err(StorageError::Batch(message.clone())));
+                // One bad row (or a failed commit) undoes the whole group:
+                // PostgreSQL refuses every statement after an error in a
+                // transaction. Retry each row in its own transaction so only
+                // the rows that fail on their own fail.
+                tracing::warn!(error = %e, rows = rows.len(), "group commit failed; retrying its rows one by one");
+                let mut answers = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    answers.push(
+                        insert_batch(&pool, std::slice::from_ref(row))
+                            .await
+                            .map(|inserted| inserted.first().copied().unwrap_or(false))
+                            .map_err(|e| StorageError::Batch(e.to_string())),
+                    );
                 }
+                answers
             }
+        };
+        for (job, answer) in batch.into_iter().zip(answers) {
+            let _ = job.reply.send(answer);
         }
     }
 }
 
-/// Inserts a batch with one multi-row statement; per row, whether it was
-/// new. `RETURNING id` names the rows that went in (conflicting ones are
-/// skipped by `ON CONFLICT DO NOTHING`); SQLite ≥ 3.35 and PostgreSQL agree.
-async fn insert_batch(pool: &AnyPool, batch: &[InsertJob]) -> Result<Vec<bool>, sqlx::Error> {
-    // Two draws of the same alias in one batch: only the first may go in.
-    let mut seen = std::collections::HashSet::new();
-    let first: Vec<bool> = batch
-        .iter()
-        .map(|j| seen.insert((j.row.integration.as_str(), j.row.numeric_alias.as_str())))
-        .collect();
-    let rows: Vec<&OwnedAlias> = batch
-        .iter()
-        .zip(&first)
-        .filter(|(_, first)| **first)
-        .map(|(j, _)| &j.row)
-        .collect();
-    let mut sql = String::from(
-        "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, state, created_at, \
-         auth_method, requester_id, requester_email, organizer_email, organizer_name, subject) VALUES ",
-    );
-    for i in 0..rows.len() {
-        let n = i * 11;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, 'allocated', ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7,
-            n + 8,
-            n + 9,
-            n + 10,
-            n + 11
-        ));
-    }
-    sql.push_str(" ON CONFLICT (integration, numeric_alias) DO NOTHING RETURNING id");
-    let mut query = sqlx::query(&sql);
-    for a in &rows {
-        query = query
+/// Inserts one alias row unless its `(integration, numeric_alias)` was issued
+/// before. The text never changes, so each connection prepares it once and
+/// then only binds and executes it.
+const INSERT_ALIAS: &str = "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, \
+     state, created_at, auth_method, requester_id, requester_email, organizer_email, \
+     organizer_name, subject) VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (integration, numeric_alias) DO NOTHING";
+
+/// Inserts `rows` in one transaction, one execution of the prepared
+/// [`INSERT_ALIAS`] per row, and commits once. Per row, whether it went in:
+/// a row whose numeric alias is already taken (before, or by an earlier row
+/// of the same group) is skipped by `ON CONFLICT DO NOTHING` and reported as
+/// not new, so its caller draws again. Any error rolls the whole group back.
+async fn insert_batch(pool: &AnyPool, rows: &[&OwnedAlias]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut inserted = Vec::with_capacity(rows.len());
+    for a in rows {
+        let done = sqlx::query(INSERT_ALIAS)
             .bind(&a.id)
             .bind(&a.integration)
             .bind(&a.numeric_alias)
@@ -192,19 +200,13 @@ async fn insert_batch(pool: &AnyPool, batch: &[InsertJob]) -> Result<Vec<bool>, 
             .bind(&a.requester_email)
             .bind(&a.organizer_email)
             .bind(&a.organizer_name)
-            .bind(&a.subject);
+            .bind(&a.subject)
+            .execute(&mut *tx)
+            .await?;
+        inserted.push(done.rows_affected() == 1);
     }
-    let inserted: std::collections::HashSet<String> = query
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("id"))
-        .collect::<Result<_, _>>()?;
-    Ok(batch
-        .iter()
-        .zip(first)
-        .map(|(j, first)| first && inserted.contains(&j.row.id))
-        .collect())
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
@@ -277,7 +279,13 @@ impl Storage {
     /// Inserts go through one writer task per handle that commits whatever
     /// has queued up in one transaction (group commit): under load one
     /// commit carries many allocations instead of each waiting for its own.
+    /// A row with a NUL character in any text is refused here, on both
+    /// engines, before it can join a group; a row that fails in the database
+    /// fails alone (the group is retried row by row).
     pub async fn insert_alias_if_new(&self, a: &NewAlias<'_>) -> Result<bool, StorageError> {
+        if let Some(field) = a.field_with_nul() {
+            return Err(StorageError::NulInText { field });
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = InsertJob {
             row: OwnedAlias::from(a),
@@ -377,6 +385,41 @@ impl Storage {
             .map_err(query_err("reading the tag key"))?;
         row.try_get("tag_key")
             .map_err(query_err("reading the tag key"))
+    }
+
+    /// Accepts a deferral statement's `nonce` for the meeting `meeting_uid`:
+    /// `true` when the nonce is new (recorded now) or was already accepted for
+    /// this same meeting (a re-run after a crash), `false` when another meeting
+    /// used it first (a replayed or copied TOK).
+    pub async fn accept_deferral_nonce(
+        &self,
+        nonce: &str,
+        integration: &str,
+        meeting_uid: &str,
+        requester_id: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        sqlx::query(
+            "INSERT INTO deferral_nonce (nonce, integration, meeting_uid, requester_id, accepted_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(integration)
+        .bind(meeting_uid)
+        .bind(requester_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("recording a deferral nonce"))?;
+        let row = sqlx::query("SELECT meeting_uid FROM deferral_nonce WHERE nonce = $1")
+            .bind(nonce)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading a deferral nonce"))?;
+        let owner: String = row
+            .try_get("meeting_uid")
+            .map_err(query_err("reading a deferral nonce"))?;
+        Ok(owner == meeting_uid)
     }
 
     /// Whether the database answers.

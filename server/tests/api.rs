@@ -22,6 +22,12 @@ struct Harness {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Deferral key of the test deployment (edge and management share it).
+const DEFERRAL_KEY: &str = "7e57d3f37e57d3f37e57d3f37e57d3f37e57d3f37e57d3f37e57d3f37e57d3f3";
+/// The admin API token, and its SHA-256 as configured.
+const ADMIN_TOKEN: &str = "api-test-admin-token";
+const ADMIN_TOKEN_SHA256: &str = "86584a5e1549062637b2ded9a110557779568cdd0e34e8bc9fa1363fd6a5cbbb";
+
 async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
     let sim = vmr_simulator::start(
         "127.0.0.1:0".parse().expect("addr"),
@@ -49,6 +55,8 @@ async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
     config.storage.url = db_url.clone();
     config.http_client.extra_ca_files = vec![cert];
     config.management.shared_secret = Some("a-shared-secret-of-some-length".into());
+    config.management.deferral_key = Some(DEFERRAL_KEY.into());
+    config.admin.api_token_sha256 = vec![ADMIN_TOKEN_SHA256.into()];
     config.integrations[0].auth.exchange_metadata = vec![sim.local_addr.to_string()];
     tweak(&mut config);
     config.validate().expect("valid config");
@@ -115,8 +123,14 @@ impl Harness {
         self.get(path).await.text().await.expect("text body")
     }
 
-    async fn get_json(&self, path: &str) -> Value {
-        self.get(path).await.json().await.expect("JSON body")
+    /// GET with the admin API token.
+    async fn get_admin(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.origin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET")
     }
 
     async fn aliases(&self) -> u64 {
@@ -279,14 +293,13 @@ async fn pane_config_manifest_and_health() {
         .is_ok_and(|v| v.starts_with("application/xml")));
     let xml = manifest.text().await.expect("text");
     assert!(xml.contains(&h.pane_url.replace('&', "&amp;")));
-    let health: Value = h.get_json("/healthz").await;
-    assert_eq!(health["status"], "ok");
+    assert_eq!(h.get_text("/healthz").await, "ok");
     let ready = h.get("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
     let token = h.token(|_| {});
     let (s, _) = h.allocate(Some(&token), request()).await;
     assert_eq!(s, 200);
-    let metrics = h.get_text("/metrics").await;
+    let metrics = h.get_admin("/metrics").await.text().await.expect("metrics");
     assert!(
         metrics.contains("vmr_aliases_allocated_total 1"),
         "{metrics}"
@@ -303,21 +316,20 @@ async fn pane_config_manifest_and_health() {
 }
 
 #[tokio::test]
+#[ignore = "needs dist/ (the built pane): run by cargo xtask test"]
 async fn pane_files_are_served_precompressed_with_cache_rules() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dist = root.join("dist");
-    let Some(wasm) = std::fs::read_dir(&dist).ok().and_then(|d| {
-        d.filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.ends_with("_bg.wasm"))
-    }) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the pane first"
-        );
-        eprintln!("dist/ not built; skipping (run `cargo xtask build-pane`)");
-        return;
-    };
+    let dist = built_pane();
+    let wasm = std::fs::read_dir(&dist)
+        .expect("dist/ is readable")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with("_bg.wasm"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} has no *_bg.wasm: rebuild it with `cargo xtask build-pane`",
+                dist.display()
+            )
+        });
     let h = start(Role::All, |c| c.server.office_js = "cdn".into()).await;
     let index = h.get("/pane/index.html?integration=default").await;
     assert_eq!(index.headers()["cache-control"], "no-cache");
@@ -345,28 +357,36 @@ async fn pane_files_are_served_precompressed_with_cache_rules() {
 }
 
 #[tokio::test]
+#[ignore = "needs dist/ and static/office-js/: run by cargo xtask test"]
 async fn local_office_js_is_used_when_configured() {
+    built_pane();
+    let office_js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../static/office-js/office.js");
+    assert!(
+        office_js.is_file(),
+        "{} is missing: `cargo xtask setup` copies Office.js from the npm package \
+         @microsoft/office-js (cargo xtask test runs it)",
+        office_js.display()
+    );
     let h = start(Role::All, |c| c.server.office_js = "local".into()).await;
     let html = h.get_text("/pane/").await;
-    if html.contains("has not been built") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the pane first"
-        );
-        return;
-    }
     let local = format!("{}/office-js/office.js", h.origin);
     assert!(html.contains(&format!("src=\"{local}\"")), "{html}");
-    if root_has_office_js() {
-        let resp = h.client.get(&local).send().await.expect("get");
-        assert_eq!(resp.status().as_u16(), 200, "the local copy is served");
-    }
+    let resp = h.client.get(&local).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 200, "the local copy is served");
 }
 
-fn root_has_office_js() -> bool {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../static/office-js/office.js")
-        .exists()
+/// `dist/`, the Trunk build of the pane. Panics when it is not built: the
+/// tests that need it are `#[ignore]`d and run by `cargo xtask test`, which
+/// builds the pane first.
+fn built_pane() -> PathBuf {
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "{} has no index.html: build the pane with `cargo xtask build-pane` \
+         (cargo xtask test does it first)",
+        dist.display()
+    );
+    dist
 }
 
 #[tokio::test]

@@ -3,8 +3,10 @@
 //! Every check runs twice, as `<check>::sqlite` (a fresh database file in a
 //! temp dir, always) and `<check>::postgres` (a fresh database created for
 //! the test on the server named by `VMR_TEST_POSTGRES_URL`, which
-//! `cargo xtask test` starts and sets). Without that variable the PostgreSQL
-//! half is skipped with a note, except under CI (`CI` set), where it fails.
+//! `cargo xtask test` starts and sets). The PostgreSQL half is `#[ignore]`d so
+//! that a plain `cargo test` reports it as ignored rather than passed;
+//! `cargo xtask test` runs it with `--include-ignored`, and run without the
+//! variable it fails, naming what is missing.
 //!
 //! Bulk fills write rows directly (multi-row `INSERT`s in one transaction) so
 //! the exhaustion paths can be reached in seconds; everything else goes
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use uuid::Uuid;
-use vmr_protocol::{AliasResponse, AuthMethod, Person};
+use vmr_protocol::{AliasResponse, AuthMethod};
 use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError};
 use vmr_server::config::{IntegrationConfig, ServerConfig};
 use vmr_server::integration::Integration;
@@ -59,24 +61,18 @@ impl TestDb {
         }
     }
 
-    /// A new database on the test server; `None` (with a note) when no server
-    /// was given outside CI.
-    async fn postgres() -> Option<TestDb> {
+    /// A new database on the test server named by `VMR_TEST_POSTGRES_URL`.
+    /// Panics when the variable is unset: a PostgreSQL test never passes
+    /// without PostgreSQL.
+    async fn postgres() -> TestDb {
         sqlx::any::install_default_drivers();
         let server = match std::env::var(PG_ENV) {
             Ok(url) if !url.trim().is_empty() => url,
-            _ => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "{PG_ENV} is not set but CI is: the PostgreSQL half of the storage tests \
-                     must run in CI (run them through `cargo xtask test`)"
-                );
-                eprintln!(
-                    "note: {PG_ENV} is not set; skipping the PostgreSQL half \
-                     (`cargo xtask test` starts a server and sets it)"
-                );
-                return None;
-            }
+            _ => panic!(
+                "{PG_ENV} is not set: this test needs a PostgreSQL server to create databases \
+                 on. Run it through `cargo xtask test`, which starts a throwaway server and sets \
+                 the variable, or set it yourself (postgres://user@host:port/db)"
+            ),
         };
         let name = format!("vmr_t_{}", Uuid::new_v4().simple());
         let mut admin = AnyConnection::connect(&server)
@@ -87,12 +83,12 @@ impl TestDb {
             .await
             .expect("CREATE DATABASE");
         admin.close().await.ok();
-        Some(TestDb {
+        TestDb {
             engine: "postgres",
             url: with_database(&server, &name),
             _dir: None,
             created: Some((server, name)),
-        })
+        }
     }
 
     async fn open(&self, max_connections: u32) -> Storage {
@@ -159,11 +155,11 @@ macro_rules! on_both_engines {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs PostgreSQL: run by cargo xtask test"]
             async fn postgres() {
-                if let Some(db) = super::TestDb::postgres().await {
-                    super::$check(&db).await;
-                    db.finish().await;
-                }
+                let db = super::TestDb::postgres().await;
+                super::$check(&db).await;
+                db.finish().await;
             }
         }
     )*};
@@ -230,7 +226,6 @@ async fn allocate_one(
     let ctx = AliasContext {
         identity: &who,
         subject: "Weekly sync",
-        organizer: None,
     };
     match allocate(storage, integration, &ctx, HOST, stats).await? {
         AliasResponse::Allocated {
@@ -727,20 +722,17 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
     let integ = integration("ident", "88", 6, 0);
     let stats = AliasStats::default();
 
-    // A delegate books for their manager: requester and organizer differ.
+    // A delegate books for their manager. The body may claim any organizer;
+    // what is recorded is who the token proves (the mailbox binds the real
+    // organizer from Exchange later).
     let delegate = identity(
         "AAMkADk0@https://mail.example.test/autodiscover/metadata/json/1",
         Some("assistant@example.test"),
         AuthMethod::ExchangeUserIdToken,
     );
-    let boss = Person {
-        name: "Olga Organizer".into(),
-        email: "olga@example.test".into(),
-    };
     let ctx = AliasContext {
         identity: &delegate,
         subject: "Board meeting",
-        organizer: Some(&boss),
     };
     let AliasResponse::Allocated {
         alias,
@@ -769,7 +761,10 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
         stored.requester_email.as_deref(),
         Some("assistant@example.test")
     );
-    assert_eq!(stored.organizer_email.as_deref(), Some("olga@example.test"));
+    assert_eq!(
+        stored.organizer_email.as_deref(),
+        Some("assistant@example.test")
+    );
 
     let raw = db.raw().await;
     let extra = sqlx::query(
@@ -784,7 +779,7 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
             .try_get::<Option<String>, _>("organizer_name")
             .expect("organizer_name")
             .as_deref(),
-        Some("Olga Organizer")
+        Some("Test User")
     );
     assert_eq!(
         extra
@@ -805,7 +800,6 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
     let ctx = AliasContext {
         identity: &naa,
         subject: "1:1",
-        organizer: None,
     };
     let AliasResponse::Allocated { alias_uuid, .. } =
         allocate(&storage, &integ, &ctx, HOST, &stats)

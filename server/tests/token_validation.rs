@@ -17,6 +17,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use vmr_protocol::AuthMethod;
+use vmr_server::clock::ManualClock;
 use vmr_server::token::{TokenError, TokenSettings, TokenValidator, CLOCK_SKEW_SECS};
 use vmr_simulator::entra::{self, EntraIssuer, NaaClaims};
 use vmr_simulator::exchange::{self, ExchangeIssuer, IdentityClaims};
@@ -24,6 +25,8 @@ use vmr_simulator::exchange::{self, ExchangeIssuer, IdentityClaims};
 const PANE: &str = "https://vmr.example.test/addin/pane.html";
 const TENANT: &str = "6f1c2a4e-0000-4000-8000-0000000000aa";
 const API_APP: &str = "3d2b5a71-1111-4000-8000-0000000000bb";
+/// The pane's own client id, the `azp` of the simulator's NAA tokens.
+const NAA_CLIENT: &str = "00000000-0000-0000-0000-0000000a11e5";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -34,6 +37,12 @@ fn now() -> i64 {
 
 fn validator() -> TokenValidator {
     TokenValidator::new(reqwest::Client::new()).allow_insecure_loopback_metadata(true)
+}
+
+/// A validator reading the time from a clock the test moves.
+fn validator_with_clock() -> (TokenValidator, Arc<ManualClock>) {
+    let clock = ManualClock::starting_now();
+    (validator().with_clock(clock.clone()), clock)
 }
 
 /// Bind a loopback listener first, so the issuer can be generated for its origin.
@@ -70,6 +79,7 @@ fn exchange_settings(allow: Vec<String>) -> TokenSettings {
         naa_oidc_metadata_url: None,
         naa_allowed_tenants: Vec::new(),
         naa_required_scope: String::new(),
+        naa_client_id: None,
     }
 }
 
@@ -86,6 +96,7 @@ async fn entra_setup() -> (Arc<EntraIssuer>, TokenSettings) {
         naa_oidc_metadata_url: Some(issuer.oidc_metadata_url()),
         naa_allowed_tenants: vec![TENANT.to_owned()],
         naa_required_scope: "access_as_user".to_owned(),
+        naa_client_id: Some(NAA_CLIENT.to_owned()),
     };
     (issuer, settings)
 }
@@ -188,19 +199,15 @@ async fn exchange_expired_with_skew() {
     claims.valid_from = now() - 8 * 3600;
     claims.valid_until = now() - 3600;
     let token = issuer.identity_token(&claims);
-    let v = validator();
+    let (v, clock) = validator_with_clock();
     let e = expect_err(v.validate(&settings, &token).await, "token_expired");
     assert!(e.to_string().contains("expired at"), "{e}");
     // Within the 5-minute skew it is still accepted; at the edge it is not.
     let exp = claims.valid_until;
-    v.validate_at(&settings, &token, exp + CLOCK_SKEW_SECS - 1)
-        .await
-        .expect("inside skew");
-    expect_err(
-        v.validate_at(&settings, &token, exp + CLOCK_SKEW_SECS)
-            .await,
-        "token_expired",
-    );
+    clock.set_unix(exp + CLOCK_SKEW_SECS - 1);
+    v.validate(&settings, &token).await.expect("inside skew");
+    clock.set_unix(exp + CLOCK_SKEW_SECS);
+    expect_err(v.validate(&settings, &token).await, "token_expired");
 }
 
 #[tokio::test]
@@ -227,13 +234,6 @@ async fn exchange_amurl_outside_allow_list_makes_no_request() {
         .await
         .expect("bind");
     let trap_addr = trap.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((_socket, _)) = trap.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
     let amurl = format!("http://{trap_addr}/autodiscover/metadata/json/1");
     let mut claims = IdentityClaims::new(PANE, "mallory@example.test");
     claims.amurl_override = Some(amurl.clone());
@@ -245,12 +245,10 @@ async fn exchange_amurl_outside_allow_list_makes_no_request() {
     );
     assert!(e.to_string().contains(&amurl), "{e}");
     assert!(e.is_client_error());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        connections.load(Ordering::SeqCst),
-        0,
-        "no request may be made"
-    );
+    // A connection made during validation would already sit in the accept
+    // queue; polling accept once (no waiting) finds it.
+    let pending = tokio::time::timeout(Duration::ZERO, trap.accept()).await;
+    assert!(pending.is_err(), "no request may be made");
     assert_eq!(issuer.metadata_fetches(), 0);
 }
 
@@ -670,20 +668,185 @@ async fn remembered_tokens_stay_bound_to_their_settings_and_lifetime() {
     let (issuer, settings) = exchange_setup().await;
     let claims = IdentityClaims::new(PANE, "alice@example.test");
     let token = issuer.identity_token(&claims);
-    let v = validator();
+    let (v, clock) = validator_with_clock();
     v.validate(&settings, &token).await.expect("valid");
+    assert_eq!(issuer.metadata_fetches(), 1);
     // Remembered as valid for this audience only.
     let mut other = settings.clone();
     other.audience = "https://other.example.test/pane".into();
     expect_err(v.validate(&other, &token).await, "token_wrong_audience");
-    // And never past its own expiry.
+    // ... and for this allow-list only: with the issuer's host removed from it,
+    // the remembered result is not used.
+    let mut narrowed = settings.clone();
+    narrowed.exchange_metadata = vec!["mail.elsewhere.test".into()];
     expect_err(
-        v.validate_at(&settings, &token, claims.valid_until + CLOCK_SKEW_SECS)
-            .await,
-        "token_expired",
+        v.validate(&narrowed, &token).await,
+        "metadata_url_not_allowed",
     );
-    // Nor past the metadata cache lifetime: then it is checked again in full.
-    let mut short = settings.clone();
-    short.metadata_cache_ttl = std::time::Duration::from_secs(1);
-    v.validate(&short, &token).await.expect("valid again");
+    // Within the metadata TTL the remembered result answers: nothing fetched.
+    clock.advance(Duration::from_secs(1800));
+    v.validate(&settings, &token).await.expect("remembered");
+    assert_eq!(issuer.metadata_fetches(), 1);
+    // Past the metadata cache lifetime it is checked again in full (the
+    // metadata is fetched again).
+    clock.advance(Duration::from_secs(1801));
+    v.validate(&settings, &token).await.expect("valid again");
+    assert_eq!(issuer.metadata_fetches(), 2);
+    // And never past its own expiry.
+    clock.set_unix(claims.valid_until + CLOCK_SKEW_SECS);
+    expect_err(v.validate(&settings, &token).await, "token_expired");
+}
+
+// ------------------------------------------------- forged metadata URLs (amplification)
+
+/// 10,000 forged tokens, each with a differently spelt `amurl` on the allowed
+/// host (query, fragment, other paths, ports, case): at most one outbound fetch
+/// of the one allowed metadata URL, a bounded cache, and every accepted spelling
+/// names the same requester.
+#[tokio::test]
+async fn forged_amurls_cause_at_most_one_fetch_and_no_new_requesters() {
+    let (issuer, settings) = exchange_setup().await;
+    let (v, clock) = validator_with_clock();
+    let origin = issuer.metadata_url();
+    let base = origin
+        .trim_end_matches("/autodiscover/metadata/json/1")
+        .to_owned();
+    // A forged signature is enough: the amplification happened before any
+    // signature check.
+    let forged = |amurl: String| {
+        let mut claims = IdentityClaims::new(PANE, "mallory@example.test");
+        claims.amurl_override = Some(amurl);
+        let token = issuer.identity_token(&claims);
+        let (signed, _) = token.rsplit_once('.').expect("jwt");
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 256]))
+    };
+    for n in 0..10_000u32 {
+        let amurl = match n % 5 {
+            0 => format!("{origin}?r={n}"),
+            1 => format!("{origin}#{n}"),
+            2 => format!("{base}/autodiscover/metadata/json/{n}"),
+            3 => format!("{base}/AutoDiscover/Metadata/JSON/1/../1?{n}"),
+            _ => format!("http://u{n}@{}", origin.trim_start_matches("http://")),
+        };
+        let _ = v.validate(&settings, &forged(amurl)).await;
+        if n % 1000 == 999 {
+            clock.advance(Duration::from_millis(100));
+        }
+    }
+    assert!(
+        issuer.metadata_fetches() <= 1,
+        "{} fetches for forged amurls",
+        issuer.metadata_fetches()
+    );
+    assert!(v.cached_exchange_metadata() <= 1, "one cache slot at most");
+
+    // Real tokens with differently spelt (but allowed) amurls: one requester id.
+    let mut ids = std::collections::BTreeSet::new();
+    for amurl in [
+        origin.clone(),
+        origin.replace(
+            "/autodiscover/metadata/json/1",
+            "/AUTODISCOVER/metadata/json/1",
+        ),
+    ] {
+        let mut claims = IdentityClaims::new(PANE, "alice@example.test");
+        claims.amurl_override = Some(amurl);
+        let id = v
+            .validate(&settings, &issuer.identity_token(&claims))
+            .await
+            .expect("valid");
+        ids.insert(id.user_id);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(
+        ids.iter().all(|id| id.ends_with(&origin)),
+        "the requester names the canonical metadata URL: {ids:?}"
+    );
+    assert!(issuer.metadata_fetches() <= 1);
+}
+
+#[tokio::test]
+async fn failed_metadata_fetches_are_remembered_with_backoff() {
+    // A metadata host that answers 500: every validation would fetch again
+    // without the back-off.
+    let (l, origin) = listener().await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    serve(
+        l,
+        axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+            }
+        }),
+    );
+    let (issuer, _) = exchange_setup().await;
+    let settings = exchange_settings(vec![origin.trim_start_matches("http://").to_owned()]);
+    let (v, clock) = validator_with_clock();
+    let mut claims = IdentityClaims::new(PANE, "alice@example.test");
+    claims.amurl_override = Some(format!("{origin}/autodiscover/metadata/json/1"));
+    let token = issuer.identity_token(&claims);
+    for _ in 0..50 {
+        expect_err(v.validate(&settings, &token).await, "metadata_fetch_failed");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(31));
+    expect_err(v.validate(&settings, &token).await, "metadata_fetch_failed");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn exchange_wrong_issuer() {
+    let (issuer, settings) = exchange_setup().await;
+    let claims = IdentityClaims::new(PANE, "alice@example.test");
+    let mut payload = issuer.identity_payload(&claims);
+    payload["iss"] = json!("11111111-2222-3333-4444-555555555555@mail.example.test");
+    let token = issuer.sign_raw(&issuer.token_header(), &payload);
+    let e = expect_err(
+        validator().validate(&settings, &token).await,
+        "token_wrong_issuer",
+    );
+    assert!(e.to_string().contains("00000002-0000-0ff1-ce00"), "{e}");
+}
+
+#[tokio::test]
+async fn naa_token_for_another_client_or_without_scp_is_refused() {
+    let (issuer, settings) = entra_setup().await;
+    let mut claims = NaaClaims::new(API_APP, "a@example.test");
+    claims.azp = "99999999-0000-0000-0000-000000000000".into();
+    expect_err(
+        validator()
+            .validate(&settings, &issuer.access_token(&claims))
+            .await,
+        "token_wrong_client",
+    );
+    // An app-only token (roles, no scp) is not a user asking for a room.
+    let claims = NaaClaims::new(API_APP, "a@example.test");
+    let (_, payload, _) = {
+        let token = issuer.access_token(&claims);
+        let mut parts = token.split('.').map(str::to_owned).collect::<Vec<_>>();
+        (parts.remove(0), parts.remove(0), parts.remove(0))
+    };
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
+    payload.as_object_mut().expect("object").remove("scp");
+    payload["roles"] = json!(["Calendars.ReadWrite"]);
+    let token = issuer.sign_raw(&issuer.token_header(), &payload);
+    let e = expect_err(
+        validator().validate(&settings, &token).await,
+        "token_missing_claim",
+    );
+    assert!(e.to_string().contains("scp"), "{e}");
+    // An integration without a required scope is a configuration error.
+    let mut no_scope = settings.clone();
+    no_scope.naa_required_scope = String::new();
+    let e = expect_err(
+        validator()
+            .validate(&no_scope, &issuer.access_token(&claims))
+            .await,
+        "token_validation_not_configured",
+    );
+    assert!(!e.is_client_error());
 }

@@ -100,6 +100,16 @@ impl Sim {
     }
 }
 
+/// The deferral key every e2e server process shares (edges sign TOKs with it,
+/// management checks them).
+pub const E2E_DEFERRAL_KEY: &str =
+    "d3f3aa11d3f3aa11d3f3aa11d3f3aa11d3f3aa11d3f3aa11d3f3aa11d3f3aa11";
+
+/// Admin API token of every e2e server process (for `/metrics`), and its SHA-256.
+pub const E2E_ADMIN_TOKEN: &str = "e2e-admin-token";
+const E2E_ADMIN_TOKEN_SHA256: &str =
+    "20357603bbd1490b9215bd7cfff9421bccf4d9131bd54e4ac53ce12caf5fbc32";
+
 /// How to configure one server process.
 #[derive(Debug, Clone)]
 pub struct ServerSetup {
@@ -187,7 +197,9 @@ impl ServerSetup {
              dist_dir = {dist}\nstatic_dir = {static_dir}\noffice_js = {office}\n\
              [storage]\nurl = {storage}\n\
              [http_client]\nextra_ca_files = [{cas}]\n\
-             [management]\nshared_secret = {secret}\ntimeout_ms = 1500\n",
+             [management]\nshared_secret = {secret}\ntimeout_ms = 1500\n\
+             deferral_key = \"{deferral}\"\n\
+             [admin]\napi_token_sha256 = [\"{admin}\"]\n",
             role = q(self.role),
             port = self.port,
             public_host = q(&self.public_host()),
@@ -197,6 +209,8 @@ impl ServerSetup {
             storage = q(&storage),
             cas = list(&cas),
             secret = q(&self.shared_secret),
+            deferral = E2E_DEFERRAL_KEY,
+            admin = E2E_ADMIN_TOKEN_SHA256,
         );
         if let Some((cert, key)) = &self.tls_files {
             t = t.replace(

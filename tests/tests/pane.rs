@@ -118,6 +118,7 @@ async fn existing_tag_means_already_assigned_and_nothing_allocated() -> Result<(
     assert!(attendees(&s).is_empty());
     let metrics = vmr_e2e::insecure_client()?
         .get(format!("{}/metrics", server.origin()))
+        .bearer_auth(vmr_e2e::E2E_ADMIN_TOKEN)
         .send()
         .await?
         .text()

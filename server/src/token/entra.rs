@@ -48,7 +48,7 @@ pub struct Jwks {
     pub keys: HashMap<String, RsaPublicKey>,
 }
 
-/// Validate an NAA access token (called by [`TokenValidator::validate_at`]).
+/// Validate an NAA access token (called by [`TokenValidator::validate`]).
 pub(super) async fn validate(
     validator: &TokenValidator,
     settings: &TokenSettings,
@@ -74,6 +74,9 @@ pub(super) async fn validate(
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| not_configured("no NAA Web API application id"))?;
+    if settings.naa_required_scope.trim().is_empty() {
+        return Err(not_configured("no NAA required scope"));
+    }
     let metadata_url = settings
         .naa_oidc_metadata_url
         .as_deref()
@@ -119,8 +122,8 @@ pub(super) async fn validate(
         .oidc
         .lookup(
             metadata_url.as_str(),
-            settings.metadata_cache_ttl,
-            validator.min_refetch_interval,
+            &host_key(&metadata_url),
+            validator.lookup_policy(settings),
             |m: &OidcMetadata| Some(m.clone()),
             || async {
                 let doc = validator.fetch_json(&metadata_url).await?;
@@ -151,8 +154,8 @@ pub(super) async fn validate(
         .jwks
         .lookup(
             jwks_url.as_str(),
-            settings.metadata_cache_ttl,
-            validator.min_refetch_interval,
+            &host_key(&jwks_url),
+            validator.lookup_policy(settings),
             |jwks: &Jwks| jwks.keys.get(kid).cloned(),
             || async {
                 let doc = validator.fetch_json(&jwks_url).await?;
@@ -181,13 +184,30 @@ pub(super) async fn validate(
         &[bare_id, uri_id.as_str()],
         &format!("{bare_id} or {uri_id}"),
     )?;
+    // A delegated token always carries `scp`; an app-only token (roles, no
+    // scp) is not a user asking for a meeting room.
     let required = settings.naa_required_scope.trim();
-    if !required.is_empty() {
-        let scp = claims::optional_str(&jwt.payload, "scp").unwrap_or_default();
-        if !scp.split_ascii_whitespace().any(|s| s == required) {
-            return Err(TokenError::MissingScope {
-                required: required.to_owned(),
-                found: scp,
+    let scp = claims::required_str(&jwt.payload, "scp")?;
+    if !scp.split_ascii_whitespace().any(|s| s == required) {
+        return Err(TokenError::MissingScope {
+            required: required.to_owned(),
+            found: scp.to_owned(),
+        });
+    }
+    if let Some(client_id) = settings
+        .naa_client_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        // v2 tokens name the requesting client in `azp`, v1 tokens in `appid`.
+        let azp = claims::optional_str(&jwt.payload, "azp")
+            .or_else(|| claims::optional_str(&jwt.payload, "appid"))
+            .ok_or(TokenError::MissingClaim { claim: "azp" })?;
+        if !azp.eq_ignore_ascii_case(client_id) {
+            return Err(TokenError::WrongClient {
+                expected: client_id.to_owned(),
+                found: azp,
             });
         }
     }
@@ -204,6 +224,15 @@ pub(super) async fn validate(
         method: AuthMethod::NaaToken,
         expires_at,
     })
+}
+
+/// `host:port` of a URL, the unit of the per-host fetch cap.
+pub(super) fn host_key(url: &reqwest::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
 }
 
 /// `issuer` and `jwks_uri` from an OIDC metadata document.

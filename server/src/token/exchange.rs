@@ -39,14 +39,49 @@ const EXPECTED: &str = "an Exchange identity token";
 /// SHA-1 certificate thumbprint, the decoded form of `x5t`.
 pub type Thumbprint = [u8; 20];
 
+/// The application id of Exchange, the part before `@` of an identity token's `iss`.
+pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
+
+/// Path of the auth metadata document on every Exchange server; the only path
+/// a bare-host allow-list entry admits.
+pub const METADATA_PATH: &str = "/autodiscover/metadata/json/1";
+
 /// Signing keys of one Exchange auth metadata document, by certificate thumbprint.
 #[derive(Debug, Clone, Default)]
 pub struct ExchangeKeys {
     /// RSA public keys by SHA-1 thumbprint of their certificate's DER.
     pub keys: HashMap<Thumbprint, RsaPublicKey>,
+    /// The document's `realm`, unless it is absent or `*` (any realm).
+    pub realm: Option<String>,
 }
 
-/// Validate an Exchange identity token (called by [`TokenValidator::validate_at`]).
+/// `iss` must be `00000002-0000-0ff1-ce00-000000000000@<realm>`, with the
+/// metadata's realm when it names one.
+fn check_issuer(payload: &Map<String, Value>, realm: Option<&str>) -> Result<(), TokenError> {
+    let iss = claims::required_str(payload, "iss")?;
+    let expected = match realm {
+        Some(r) => format!("{EXCHANGE_APP_ID}@{r}"),
+        None => format!("{EXCHANGE_APP_ID}@<realm>"),
+    };
+    let ok = match iss.split_once('@') {
+        Some((app, r)) => {
+            app.eq_ignore_ascii_case(EXCHANGE_APP_ID)
+                && !r.is_empty()
+                && realm.is_none_or(|want| want.eq_ignore_ascii_case(r))
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::WrongIssuer {
+            expected,
+            found: iss.to_owned(),
+        })
+    }
+}
+
+/// Validate an Exchange identity token (called by [`TokenValidator::validate`]).
 pub(super) async fn validate(
     validator: &TokenValidator,
     settings: &TokenSettings,
@@ -69,21 +104,19 @@ pub(super) async fn validate(
     let appctx = parse_appctx(appctx_value)?;
     let amurl = claims::required_str(&appctx, "amurl")?;
 
-    // 1. Allow-list, then https: nothing is fetched for a URL the admin did not list.
-    let url = Url::parse(amurl).map_err(|e| TokenError::InvalidClaim {
+    // 1. Allow-list, then https: nothing is fetched for a URL the admin did not
+    //    list, and what is fetched (and cached, and named in the user id) is the
+    //    allowed URL in canonical form, never the token's own spelling of it.
+    let parsed = Url::parse(amurl).map_err(|e| TokenError::InvalidClaim {
         claim: "amurl",
         detail: format!("{amurl:?} is not a URL: {e}"),
     })?;
-    if !amurl_allowed(&settings.exchange_metadata, &url) {
-        return Err(TokenError::MetadataUrlNotAllowed {
-            amurl: amurl.to_owned(),
-        });
-    }
-    let url = validator
-        .fetchable_url(amurl)
-        .ok_or_else(|| TokenError::MetadataUrlInsecure {
-            url: amurl.to_owned(),
-        })?;
+    let canonical = canonical_amurl(&settings.exchange_metadata, &parsed)?;
+    let url = validator.fetchable_url(canonical.as_str()).ok_or_else(|| {
+        TokenError::MetadataUrlInsecure {
+            url: canonical.to_string(),
+        }
+    })?;
 
     // 2. Key by x5t, from the (cached) metadata.
     let x5t = match jwt.header.get("x5t") {
@@ -104,14 +137,18 @@ pub(super) async fn validate(
         claim: "x5t (header)",
         detail: format!("{x5t:?} is not a SHA-1 thumbprint"),
     })?;
-    let key = validator
+    let (key, realm) = validator
         .caches
         .exchange
         .lookup(
             url.as_str(),
-            settings.metadata_cache_ttl,
-            validator.min_refetch_interval,
-            |doc: &ExchangeKeys| doc.keys.get(&thumbprint).cloned(),
+            &super::entra::host_key(&url),
+            validator.lookup_policy(settings),
+            |doc: &ExchangeKeys| {
+                doc.keys
+                    .get(&thumbprint)
+                    .map(|key| (key.clone(), doc.realm.clone()))
+            },
             || async {
                 let doc = validator.fetch_json(&url).await?;
                 parse_metadata(url.as_str(), &doc)
@@ -125,6 +162,7 @@ pub(super) async fn validate(
 
     // 3. Signature, then the claims.
     jwt.verify_rs256(&key)?;
+    check_issuer(&jwt.payload, realm.as_deref())?;
     let version = claims::required_str(&appctx, "version")?;
     if version != IDENTITY_TOKEN_VERSION {
         return Err(TokenError::WrongVersion {
@@ -148,7 +186,7 @@ pub(super) async fn validate(
             claims::optional_str(&appctx, k).or_else(|| claims::optional_str(&jwt.payload, k))
         });
     Ok(Identity {
-        user_id: format!("{msexchuid}@{amurl}"),
+        user_id: format!("{msexchuid}@{url}"),
         email,
         display_name,
         method: AuthMethod::ExchangeUserIdToken,
@@ -175,41 +213,65 @@ fn parse_appctx(value: &Value) -> Result<Map<String, Value>, TokenError> {
     }
 }
 
-/// Does the allow-list admit `amurl`?
+/// The allowed metadata URL that `amurl` stands for, in canonical form.
 ///
-/// Entries with a scheme (`https://…`), or with a path, are full URLs and must equal
-/// `amurl` after URL normalisation (case of scheme/host, default port). Other entries
-/// are a host name or `host:port` and admit any URL on that host (and that port, if
-/// given). The scheme is checked separately.
-pub fn amurl_allowed(allow_list: &[String], amurl: &Url) -> bool {
-    if !amurl.username().is_empty() || amurl.password().is_some() {
-        return false;
-    }
-    let Some(host) = amurl.host_str() else {
-        return false;
+/// An `amurl` with a query, a fragment or user info is refused outright. Entries
+/// with a scheme (`https://…`), or with a path, are full URLs and must equal
+/// `amurl` after URL normalisation (case of scheme/host, default port); the
+/// entry is what is returned. Other entries are a host name or `host:port`: they
+/// admit [`METADATA_PATH`] (compared without regard to case, as IIS does) on
+/// that host and on the default port, or on the port the entry names. The
+/// scheme is checked separately.
+pub fn canonical_amurl(allow_list: &[String], amurl: &Url) -> Result<Url, TokenError> {
+    let refuse = |why: &str| TokenError::InvalidClaim {
+        claim: "amurl",
+        detail: format!("{why}: an Exchange metadata URL has none"),
     };
-    allow_list.iter().any(|entry| {
-        let entry = entry.trim();
-        if entry.is_empty() {
-            return false;
+    if !amurl.username().is_empty() || amurl.password().is_some() {
+        return Err(refuse("it carries user info"));
+    }
+    if amurl.query().is_some() {
+        return Err(refuse("it carries a query"));
+    }
+    if amurl.fragment().is_some() {
+        return Err(refuse("it carries a fragment"));
+    }
+    let not_allowed = || TokenError::MetadataUrlNotAllowed {
+        amurl: amurl.to_string(),
+    };
+    let host = amurl.host_str().ok_or_else(not_allowed)?;
+    for entry in allow_list
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+    {
+        if entry.contains("://") || entry.contains('/') {
+            let full = if entry.contains("://") {
+                Url::parse(entry)
+            } else {
+                Url::parse(&format!("https://{entry}"))
+            };
+            if let Ok(allowed) = full {
+                if &allowed == amurl {
+                    return Ok(allowed);
+                }
+            }
+            continue;
         }
-        if entry.contains("://") {
-            return Url::parse(entry).is_ok_and(|allowed| &allowed == amurl);
-        }
-        if entry.contains('/') {
-            return Url::parse(&format!("https://{entry}")).is_ok_and(|allowed| &allowed == amurl);
-        }
-        let Ok(allowed) = Url::parse(&format!("https://{entry}/")) else {
-            return false;
+        let Ok(allowed) = Url::parse(&format!("{}://{entry}/", amurl.scheme())) else {
+            continue;
         };
-        if allowed.host_str() != Some(host) {
-            return false;
+        if allowed.host_str() != Some(host)
+            || allowed.port_or_known_default() != amurl.port_or_known_default()
+            || !amurl.path().eq_ignore_ascii_case(METADATA_PATH)
+        {
+            continue;
         }
-        let explicit_port = entry
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        !explicit_port || allowed.port_or_known_default() == amurl.port_or_known_default()
-    })
+        let mut canonical = allowed;
+        canonical.set_path(METADATA_PATH);
+        return Ok(canonical);
+    }
+    Err(not_allowed())
 }
 
 /// Decode an `x5t` (base64url as Exchange sends it; padded/standard base64 and hex
@@ -271,7 +333,13 @@ pub fn parse_metadata(url: &str, doc: &Value) -> Result<ExchangeKeys, TokenError
             format!("no usable signing key ({})", problems.join("; "))
         }));
     }
-    Ok(ExchangeKeys { keys })
+    let realm = doc
+        .get("realm")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && *r != "*")
+        .map(str::to_owned);
+    Ok(ExchangeKeys { keys, realm })
 }
 
 /// One metadata key entry → (thumbprint of its certificate, RSA public key).
@@ -328,31 +396,69 @@ mod tests {
     #[test]
     fn allow_list_matching() {
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let am = url("https://mail.contoso.com:443/autodiscover/metadata/json/1");
-        assert!(amurl_allowed(&list(&["mail.contoso.com"]), &am));
-        assert!(amurl_allowed(&list(&["MAIL.contoso.com:443"]), &am));
-        assert!(!amurl_allowed(&list(&["mail.contoso.com:8443"]), &am));
-        assert!(amurl_allowed(
-            &list(&["https://mail.contoso.com/autodiscover/metadata/json/1"]),
-            &am
-        ));
-        assert!(amurl_allowed(
-            &list(&["mail.contoso.com/autodiscover/metadata/json/1"]),
-            &am
-        ));
-        assert!(!amurl_allowed(
-            &list(&["https://mail.contoso.com/autodiscover/metadata/json/2"]),
-            &am
-        ));
-        assert!(!amurl_allowed(&list(&["contoso.com"]), &am));
-        assert!(!amurl_allowed(
-            &list(&["evil.com"]),
-            &url("https://mail.contoso.com@evil.com/")
-        ));
-        assert!(!amurl_allowed(&list(&[]), &am));
-        let lo = url("http://127.0.0.1:8080/autodiscover/metadata/json/1");
-        assert!(amurl_allowed(&list(&["127.0.0.1:8080"]), &lo));
-        assert!(!amurl_allowed(&list(&["127.0.0.1:8081"]), &lo));
+        let ok = |l: &[&str], u: &str| canonical_amurl(&list(l), &url(u)).map(|u| u.to_string());
+        let am = "https://mail.contoso.com:443/autodiscover/metadata/json/1";
+        let canonical = "https://mail.contoso.com/autodiscover/metadata/json/1";
+        assert_eq!(ok(&["mail.contoso.com"], am).unwrap(), canonical);
+        assert_eq!(ok(&["MAIL.contoso.com:443"], am).unwrap(), canonical);
+        assert_eq!(
+            ok(
+                &["mail.contoso.com"],
+                "https://mail.contoso.com/AutoDiscover/Metadata/JSON/1"
+            )
+            .unwrap(),
+            canonical
+        );
+        assert!(ok(&["mail.contoso.com:8443"], am).is_err());
+        assert!(ok(
+            &["https://mail.contoso.com/autodiscover/metadata/json/1"],
+            am
+        )
+        .is_ok());
+        assert!(ok(&["mail.contoso.com/autodiscover/metadata/json/1"], am).is_ok());
+        assert!(ok(
+            &["https://mail.contoso.com/autodiscover/metadata/json/2"],
+            am
+        )
+        .is_err());
+        assert!(ok(&["contoso.com"], am).is_err());
+        assert!(ok(&[], am).is_err());
+        // A bare host admits only the metadata path, on the default port.
+        assert!(ok(&["mail.contoso.com"], "https://mail.contoso.com/other").is_err());
+        assert!(ok(
+            &["mail.contoso.com"],
+            "https://mail.contoso.com:444/autodiscover/metadata/json/1"
+        )
+        .is_err());
+        // Query, fragment and user info are refused whatever the list says.
+        for bad in [
+            "https://mail.contoso.com/autodiscover/metadata/json/1?r=1",
+            "https://mail.contoso.com/autodiscover/metadata/json/1#1",
+            "https://x@mail.contoso.com/autodiscover/metadata/json/1",
+        ] {
+            let e = ok(&["mail.contoso.com"], bad).unwrap_err();
+            assert_eq!(e.code(), "token_invalid_claim", "{bad}");
+        }
+        assert!(ok(&["evil.com"], "https://mail.contoso.com@evil.com/").is_err());
+        let lo = "http://127.0.0.1:8080/autodiscover/metadata/json/1";
+        assert!(ok(&["127.0.0.1:8080"], lo).is_ok());
+        assert!(ok(&["127.0.0.1:8081"], lo).is_err());
+    }
+
+    #[test]
+    fn issuer_names_exchange_and_the_realm() {
+        let payload = |iss: &str| {
+            let mut m = Map::new();
+            m.insert("iss".into(), Value::String(iss.into()));
+            m
+        };
+        let good = format!("{EXCHANGE_APP_ID}@mail.contoso.com");
+        assert!(check_issuer(&payload(&good), None).is_ok());
+        assert!(check_issuer(&payload(&good), Some("mail.contoso.com")).is_ok());
+        assert!(check_issuer(&payload(&good), Some("other.realm")).is_err());
+        assert!(check_issuer(&payload("someone@mail.contoso.com"), None).is_err());
+        assert!(check_issuer(&payload(&format!("{EXCHANGE_APP_ID}@")), None).is_err());
+        assert!(check_issuer(&Map::new(), None).is_err());
     }
 
     #[test]

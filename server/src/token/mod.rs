@@ -30,12 +30,13 @@ pub mod exchange;
 pub mod jwt;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::Url;
 use vmr_protocol::AuthMethod;
 
-use cache::UrlCache;
+use crate::clock::SharedClock;
+use cache::{LookupPolicy, UrlCache};
 
 /// Allowed difference between our clock and the token issuer's, in seconds (5 minutes).
 pub const CLOCK_SKEW_SECS: i64 = 300;
@@ -71,8 +72,12 @@ pub struct TokenSettings {
     /// NAA: tenant ids (`tid`) whose users are accepted. May be empty only when the
     /// OIDC metadata is tenant-specific (its issuer has no `{tenantid}` placeholder).
     pub naa_allowed_tenants: Vec<String>,
-    /// NAA: scope that must appear in the space-separated `scp` claim (no check if empty).
+    /// NAA: scope that must appear in the space-separated `scp` claim (required:
+    /// an empty scope is a configuration error).
     pub naa_required_scope: String,
+    /// NAA: the add-in's own (SPA) client id; the token's `azp` (or `appid`) must
+    /// equal it when set.
+    pub naa_client_id: Option<String>,
 }
 
 /// Who the validated token belongs to.
@@ -229,6 +234,14 @@ pub enum TokenError {
         /// The token's `scp` (empty if absent).
         found: String,
     },
+    /// The NAA token was issued to another client application than the add-in.
+    #[error("token was issued to client {found}, not to the add-in ({expected})")]
+    WrongClient {
+        /// The configured add-in client id.
+        expected: String,
+        /// The token's `azp` / `appid`.
+        found: String,
+    },
     /// The metadata / OIDC / JWKS document could not be fetched.
     #[error("fetching {url} failed: {detail}")]
     MetadataFetch {
@@ -277,6 +290,7 @@ impl TokenError {
             TokenError::NotYetValid { .. } => "token_not_yet_valid",
             TokenError::TenantNotAllowed { .. } => "token_tenant_not_allowed",
             TokenError::MissingScope { .. } => "token_missing_scope",
+            TokenError::WrongClient { .. } => "token_wrong_client",
             TokenError::MetadataFetch { .. } => "metadata_fetch_failed",
             TokenError::MetadataInvalid { .. } => "metadata_invalid",
             TokenError::NotConfigured { .. } => "token_validation_not_configured",
@@ -320,9 +334,9 @@ struct Verified {
 fn verified_key(settings: &TokenSettings, raw: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(format!("{:?}", settings.method).as_bytes());
-    h.update([0]);
-    h.update(settings.audience.as_bytes());
+    // `Debug` of the settings lists every field, so a change to any of them
+    // (allow-list, tenants, scope, audience, …) gives a different key.
+    h.update(format!("{settings:?}").as_bytes());
     h.update([0]);
     h.update(raw.as_bytes());
     h.finalize().into()
@@ -335,6 +349,7 @@ pub struct TokenValidator {
     insecure_loopback: bool,
     fetch_timeout: Duration,
     min_refetch_interval: Duration,
+    clock: SharedClock,
     caches: Arc<Caches>,
 }
 
@@ -356,8 +371,20 @@ impl TokenValidator {
             insecure_loopback: false,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+            clock: crate::clock::system(),
             caches: Arc::new(Caches::default()),
         }
+    }
+
+    /// Read the time from `clock` (tests move it; production uses the system clock).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Number of Exchange metadata documents cached (bounded by [`cache::MAX_SLOTS`]).
+    pub fn cached_exchange_metadata(&self) -> usize {
+        self.caches.exchange.len()
     }
 
     /// Tests and local demos only: also accept `http://` metadata URLs whose host is
@@ -380,26 +407,13 @@ impl TokenValidator {
         self
     }
 
-    /// Validate `raw` against `settings` at the current time.
+    /// Validate `raw` against `settings` at the validator clock's current time.
     pub async fn validate(
         &self,
         settings: &TokenSettings,
         raw: &str,
     ) -> Result<Identity, TokenError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        self.validate_at(settings, raw, now).await
-    }
-
-    /// Validate `raw` against `settings` as if the time were `now_unix` (Unix seconds).
-    pub async fn validate_at(
-        &self,
-        settings: &TokenSettings,
-        raw: &str,
-        now_unix: i64,
-    ) -> Result<Identity, TokenError> {
+        let now_unix = self.clock.now_unix();
         // Outlook hands out the same token for a while, so a user adding rooms
         // to several meetings sends it again: remember tokens that passed, for
         // no longer than their own lifetime and the metadata cache TTL.
@@ -448,6 +462,15 @@ impl TokenValidator {
             && now_unix < hit.identity.expires_at.saturating_add(CLOCK_SKEW_SECS)
             && now_unix < hit.checked_at.saturating_add(ttl);
         fresh.then(|| hit.identity.clone())
+    }
+
+    /// How a metadata lookup made now behaves.
+    fn lookup_policy(&self, settings: &TokenSettings) -> LookupPolicy {
+        LookupPolicy {
+            ttl: settings.metadata_cache_ttl,
+            min_refetch: self.min_refetch_interval,
+            now_ms: self.clock.now_unix_ms(),
+        }
     }
 
     /// Parse a URL we are about to fetch and insist on https (or loopback http when
