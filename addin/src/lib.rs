@@ -2,10 +2,12 @@
 //!
 //! [`office`] is the only module that touches Office.js, [`naa`] the only one
 //! that touches MSAL.js (Microsoft 365 sign-in); [`api`] talks to the
-//! server; [`pane`] holds the states and the click flow. [`start`] mounts the
+//! server; [`pane`] holds the states and the click flow; [`debug`] is the
+//! pane's debug log. [`start`] mounts the
 //! Yew component; the component itself waits for `Office.onReady`.
 
 pub mod api;
+pub mod debug;
 pub mod naa;
 pub mod office;
 pub mod pane;

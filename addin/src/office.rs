@@ -160,6 +160,83 @@ pub async fn on_ready() -> Host {
     }
 }
 
+/// Waits for [`on_ready`], but never forever: gives up after `timeout_ms`,
+/// or as soon as a script fails while Office.js starts (`boot.js` records
+/// those), or when there is no Office.js at all. `Err` carries the reason in
+/// words, with the recorded errors.
+pub async fn start(timeout_ms: u32) -> Result<Host, String> {
+    let ready = wasm_bindgen_futures::future_to_promise(async {
+        Ok(match on_ready().await {
+            Host::Office(name) => JsValue::from_str(&format!("office:{name}")),
+            Host::NotInOffice => JsValue::from_str("not-in-office"),
+            Host::NoOfficeJs => JsValue::from_str("no-office-js"),
+        })
+    });
+    let failed = path("vmrBoot.failed")
+        .ok()
+        .and_then(|p| p.dyn_into::<Promise>().ok())
+        .map(|p| {
+            wasm_bindgen_futures::future_to_promise(async move {
+                let _ = JsFuture::from(p).await;
+                Ok(JsValue::from_str("failed"))
+            })
+        })
+        .unwrap_or_else(|| Promise::new(&mut |_, _| {}));
+    let timeout = Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_1(
+                &resolve,
+                timeout_ms as i32,
+                &JsValue::from_str("timeout"),
+            );
+        }
+    });
+    let first = JsFuture::from(Promise::race(&Array::of3(&ready, &failed, &timeout)))
+        .await
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default();
+    let errors = boot_errors().join("; ");
+    let seconds = format!("{}.{}", timeout_ms / 1000, timeout_ms % 1000 / 100);
+    if let Some(name) = first.strip_prefix("office:") {
+        return Ok(Host::Office(name.to_string()));
+    }
+    match first.as_str() {
+        "not-in-office" => Ok(Host::NotInOffice),
+        "timeout" if errors.is_empty() => Err(format!(
+            "Office.js did not become ready within {seconds} s: Outlook did not answer its start-up handshake."
+        )),
+        "timeout" => Err(format!(
+            "Office.js did not become ready within {seconds} s: {errors}"
+        )),
+        _ if errors.is_empty() => Err("Office.js is not loaded (there is no Office object).".into()),
+        _ => Err(errors),
+    }
+}
+
+/// What `boot.js` recorded: script errors and failed loads, then policy
+/// violations.
+pub fn boot_errors() -> Vec<String> {
+    let list = |name: &str| -> Vec<String> {
+        path(name)
+            .ok()
+            .map(|a| {
+                Array::from(&a)
+                    .iter()
+                    .filter_map(|v| v.as_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all = list("vmrBoot.errors");
+    all.extend(
+        list("vmrBoot.violations")
+            .into_iter()
+            .map(|v| format!("Content-Security-Policy: {v}")),
+    );
+    all
+}
+
 /// `Office.context.requirements.isSetSupported(name, version)`; false when
 /// the API itself is missing.
 pub fn is_set_supported(name: &str, version: &str) -> bool {

@@ -195,7 +195,9 @@ pub fn pane() -> Html {
                 let fetched = api::pane_config(&integration);
                 let timeout = office_timeout_ms();
                 if let Some(search) = web_sys::window().and_then(|w| w.location().search().ok()) {
-                    debug::log(format!("page query {search}; waiting up to {timeout} ms for Office.js"));
+                    debug::log(format!(
+                        "page query {search}; waiting up to {timeout} ms for Office.js"
+                    ));
                 }
                 let host = office::start(timeout).await;
                 debug::log(match &host {

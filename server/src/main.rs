@@ -67,6 +67,11 @@ fn main() -> ExitCode {
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            // Local Office.js needs files on disk; serving checks them too.
+            if let Err(e) = config.server.check_office_js_files() {
+                eprintln!("vmr-scheduler: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
             println!("configuration is valid");
             ExitCode::SUCCESS
         }

@@ -7,6 +7,8 @@
 //! * npm tools into `.tools/` (git-ignored): binaryen's wasm-opt (Debian's is
 //!   too old for current rustc output) and `@microsoft/office-js`, whose `dist/`
 //!   is copied to `static/office-js/` (its licence forbids committing it);
+//! * `MicrosoftAjax.js` for local Office.js, copied next to it from the file
+//!   named by `VMR_MICROSOFT_AJAX_JS` when given (it is in no registry);
 //! * Debian packages: chromium, chromium-driver, libxml2-utils, postgresql.
 
 use std::path::{Path, PathBuf};
@@ -50,7 +52,39 @@ pub fn run() -> Result<()> {
     rust_tools()?;
     npm_tools()?;
     office_js()?;
+    microsoft_ajax()?;
     Ok(())
+}
+
+/// Environment variable naming a downloaded `MicrosoftAjax.js` for local
+/// (air-gapped) Office.js.
+const MICROSOFT_AJAX_ENV: &str = "VMR_MICROSOFT_AJAX_JS";
+
+/// Copies the admin-supplied `MicrosoftAjax.js` (in no package registry; from
+/// Microsoft's CDN on a connected machine) next to the local Office.js.
+fn microsoft_ajax() -> Result<()> {
+    let dst = root().join("static/office-js/MicrosoftAjax.js");
+    let Some(src) = std::env::var_os(MICROSOFT_AJAX_ENV).map(PathBuf::from) else {
+        if !dst.exists() {
+            eprintln!(
+                "xtask setup: no {} (needed only for server.office_js = \"local\"): download \
+                 https://ajax.aspnetcdn.com/ajax/3.5/MicrosoftAjax.js on a connected machine and \
+                 run `{MICROSOFT_AJAX_ENV}=<that file> cargo xtask setup`, or copy it there",
+                dst.display()
+            );
+        }
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&src)
+        .with_context(|| format!("{MICROSOFT_AJAX_ENV}: cannot read {}", src.display()))?;
+    if !text.contains("Type.registerNamespace") {
+        bail!(
+            "{MICROSOFT_AJAX_ENV}: {} does not look like MicrosoftAjax.js (no Type.registerNamespace)",
+            src.display()
+        );
+    }
+    std::fs::create_dir_all(dst.parent().context("no parent")?)?;
+    std::fs::write(&dst, text).with_context(|| format!("writing {}", dst.display()))
 }
 
 fn apt() -> Result<()> {
