@@ -180,7 +180,8 @@ async fn allocates_a_unique_alias_with_a_verifiable_tag() {
     let (_, second) = h.allocate(Some(&token), body).await;
     assert_ne!(first["numeric_alias"], second["allocated"]["numeric_alias"]);
     assert_eq!(h.aliases().await, 2);
-    // The requester and the organizer (a delegate case) are both recorded.
+    // The body names bob as organizer, but what is recorded is who the token
+    // proves: a body can claim anything.
     let storage = Storage::open(&h.db_url, 1).await.expect("db");
     let row = storage
         .alias_by_id(first["alias_uuid"].as_str().expect("uuid"))
@@ -188,7 +189,7 @@ async fn allocates_a_unique_alias_with_a_verifiable_tag() {
         .expect("read")
         .expect("row");
     assert_eq!(row.requester_email.as_deref(), Some("ann@example.com"));
-    assert_eq!(row.organizer_email.as_deref(), Some("bob@example.com"));
+    assert_eq!(row.organizer_email.as_deref(), Some("ann@example.com"));
 }
 
 #[tokio::test]
@@ -430,4 +431,289 @@ async fn each_integration_has_its_own_alias_space_resource_and_key() {
     let manifest = h.get_text("/manifest/lab.xml").await;
     assert!(manifest.contains("0d5c3c52-2f7e-4b8b-9a55-7a1d2a3b4c5d"));
     assert!(manifest.contains("integration=lab"));
+}
+
+// ------------------------------------------------------------ hardening (issue 6)
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// A stand-in management that answers every alias request with `status`,
+/// `body` and an optional `Retry-After`; returns its base URL.
+async fn canned_management(
+    status: u16,
+    body: &'static str,
+    retry_after: Option<&'static str>,
+) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(move || async move {
+        let mut r = axum::response::Response::new(axum::body::Body::from(body));
+        *r.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().expect("ct"));
+        if let Some(v) = retry_after {
+            r.headers_mut()
+                .insert("retry-after", v.parse().expect("ra"));
+        }
+        r
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_requester_over_the_limit_gets_429_with_retry_after() {
+    let h = start(Role::All, |c| {
+        c.limits.allocations_per_requester_per_hour = 3
+    })
+    .await;
+    let token = h.token(|_| {});
+    for _ in 0..3 {
+        assert_eq!(h.allocate(Some(&token), request()).await.0, 200);
+    }
+    let resp = h
+        .client
+        .post(format!("{}/api/v1/alias", h.origin))
+        .header("content-type", "application/json")
+        .bearer_auth(&token)
+        .body(request().to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=1200).contains(&wait), "retry after {wait} s");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "too_many_requests");
+    // Someone else is not affected.
+    let bob = h.token(|c| c.msexchuid = "bob-uid".into());
+    assert_eq!(h.allocate(Some(&bob), request()).await.0, 200);
+    assert_eq!(h.aliases().await, 4, "the refused request consumed nothing");
+}
+
+#[tokio::test]
+async fn edge_defers_with_a_signed_statement_never_the_users_token() {
+    let h = start(Role::Edge, |c| {
+        c.management.url = Some(format!("https://127.0.0.1:{}", closed_port()));
+    })
+    .await;
+    let token = h.token(|_| {});
+    let (s, b) = h.allocate(Some(&token), request()).await;
+    assert_eq!(s, 200, "{b}");
+    let tok = b["deferred"]["tok"].as_str().expect("a TOK");
+    assert!(b["deferred"]["placeholder"]["html"].is_string(), "{b}");
+    assert!(
+        !tok.contains(&token) && !token.contains(tok),
+        "the user's token stays private"
+    );
+    let keys =
+        vmr_server::deferral::DeferralKeys::from_config(&vmr_server::config::ManagementConfig {
+            deferral_key: Some(DEFERRAL_KEY.into()),
+            ..Default::default()
+        })
+        .expect("keys")
+        .expect("configured");
+    let now = vmr_server::clock::SystemClock;
+    let statement = keys
+        .verify(tok, vmr_server::clock::Clock::now_unix(&now))
+        .expect("a statement signed with the deferral key");
+    assert_eq!(statement.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(statement.integration, "default");
+    assert!(statement.exp - statement.iat >= 7 * 86_400 - 1);
+    // The TOK is no token for the pane API.
+    let (s, b) = h.allocate(Some(tok), request()).await;
+    assert_error(s, &b, 401, "token_unsupported_algorithm");
+}
+
+#[tokio::test]
+async fn edge_passes_managements_own_refusals_through() {
+    for (status, body, retry, want) in [
+        (
+            503,
+            r#"{"code":"alias_space_exhausted","message":"the alias space is full"}"#,
+            None,
+            503,
+        ),
+        (
+            429,
+            r#"{"code":"too_many_requests","message":"try again in 60 s"}"#,
+            Some("60"),
+            429,
+        ),
+        (
+            500,
+            r#"{"code":"storage_error","message":"reference 1234"}"#,
+            None,
+            500,
+        ),
+    ] {
+        let url = canned_management(status, body, retry).await;
+        let h = start(Role::Edge, |c| c.management.url = Some(url)).await;
+        let resp = h
+            .client
+            .post(format!("{}/api/v1/alias", h.origin))
+            .header("content-type", "application/json")
+            .bearer_auth(h.token(|_| {}))
+            .body(request().to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), want, "management said {status}");
+        if let Some(r) = retry {
+            assert_eq!(resp.headers()["retry-after"], r);
+        }
+        let b: Value = resp.json().await.expect("json");
+        assert!(b.get("deferred").is_none(), "{status} must not defer: {b}");
+    }
+    // A proxy's 502 means management is unreachable: deferred.
+    let url = canned_management(502, "<html>Bad gateway</html>", None).await;
+    let h = start(Role::Edge, |c| c.management.url = Some(url)).await;
+    let (s, b) = h.allocate(Some(&h.token(|_| {})), request()).await;
+    assert_eq!(s, 200);
+    assert!(b["deferred"]["tok"].is_string(), "{b}");
+}
+
+#[tokio::test]
+async fn server_side_errors_say_nothing_internal() {
+    // The token's issuer is allowed but unreachable: the edge cannot check
+    // it, management is down too — 503, with a reference, no internals.
+    let port = closed_port();
+    let h = start(Role::Edge, |c| {
+        c.management.url = Some(format!("https://127.0.0.1:{}", closed_port()));
+        c.integrations[0]
+            .auth
+            .exchange_metadata
+            .push(format!("127.0.0.1:{port}"));
+    })
+    .await;
+    let token = h.token(|c| {
+        c.amurl_override = Some(format!(
+            "https://127.0.0.1:{port}/autodiscover/metadata/json/1"
+        ))
+    });
+    let resp = h
+        .client
+        .post(format!("{}/api/v1/alias", h.origin))
+        .header("content-type", "application/json")
+        .bearer_auth(&token)
+        .body(request().to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 503);
+    let id = resp.headers()["x-correlation-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let b: Value = resp.json().await.expect("json");
+    let message = b["message"].as_str().expect("message");
+    assert!(message.contains(&id), "{message}");
+    for secret in ["127.0.0.1", "refused", "tcp", "error trying"] {
+        assert!(!message.to_lowercase().contains(secret), "{message}");
+    }
+    // Management answers a metadata failure with 502, equally opaque.
+    let m = start(Role::All, |c| {
+        c.integrations[0]
+            .auth
+            .exchange_metadata
+            .push(format!("127.0.0.1:{port}"));
+    })
+    .await;
+    let token = m.token(|c| {
+        c.amurl_override = Some(format!(
+            "https://127.0.0.1:{port}/autodiscover/metadata/json/1"
+        ))
+    });
+    let (s, b) = m.allocate(Some(&token), request()).await;
+    assert_eq!(s, 502);
+    assert_eq!(b["code"], "metadata_fetch_failed");
+    assert!(
+        !b["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "{b}"
+    );
+    // An unknown integration does not list the configured ones.
+    let (s, b) = m
+        .allocate(
+            Some(&m.token(|_| {})),
+            json!({"integration": "nope", "subject": "x"}),
+        )
+        .await;
+    assert_error(s, &b, 404, "unknown_integration");
+    assert!(
+        !b["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("default"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_and_detailed_readiness_are_for_admins_only() {
+    let admin_port = closed_port();
+    let h = start(Role::All, |c| {
+        c.admin.listen = Some(format!("127.0.0.1:{admin_port}").parse().expect("addr"));
+    })
+    .await;
+    assert_eq!(h.get_text("/healthz").await, "ok");
+    assert_eq!(h.get_text("/readyz").await, "ready");
+    for path in ["/metrics", "/readyz/detail"] {
+        assert_eq!(
+            h.get(path).await.status().as_u16(),
+            401,
+            "{path} without a token"
+        );
+        let wrong = h
+            .client
+            .get(format!("{}{path}", h.origin))
+            .bearer_auth("not-the-admin-token")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(wrong.status().as_u16(), 401, "{path} with a wrong token");
+        assert_eq!(
+            h.get_admin(path).await.status().as_u16(),
+            200,
+            "{path} with the token"
+        );
+    }
+    // The admin listener serves them without a token.
+    let plain = reqwest::Client::new();
+    let metrics = plain
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .expect("admin listener");
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .expect("text")
+        .contains("vmr_aliases_allocated_total"));
+    let detail: Value = plain
+        .get(format!("http://127.0.0.1:{admin_port}/readyz/detail"))
+        .send()
+        .await
+        .expect("admin listener")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["database"], "ok", "{detail}");
 }
