@@ -1,5 +1,5 @@
 //! The rendered add-in manifest: schema validity (xmllint against Microsoft's
-//! XSDs in `../shared/manifest-schema/`), internal consistency (resids, URLs,
+//! XSDs vendored in `schemas/manifest/`), internal consistency (resids, URLs,
 //! ids, limits, VersionOverrides nesting), the icon files it names, and that
 //! admin texts survive escaping.
 //!
@@ -34,6 +34,7 @@ public_host = "addin.example.com"
 
 [[integration]]
 id = "research"
+resource_email = "vmr-research@example.com"
 addin_id = "0b8f3d52-1c7e-4a39-9f0e-2d6a4b5c7e11"
 addin_version = "2.3.4.5"
 alias_prefix = "77"
@@ -50,6 +51,7 @@ supports_shared_folders = true
 
 [[integration]]
 id = "ops-2"
+resource_email = "vmr-ops@example.com"
 addin_id = "9a1c2b3d-4e5f-4071-8a9b-0c1d2e3f4a5b"
 alias_prefix = "66"
 
@@ -122,25 +124,18 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The schema entry point, or `None` (with a note) when the schema folder is
-/// absent; callers then skip only the xmllint part.
-fn schema() -> Option<PathBuf> {
-    let dir = workspace_root().join("../shared/manifest-schema");
-    if !dir.is_dir() {
-        eprintln!(
-            "NOTE: {} does not exist; skipping xmllint schema validation \
-             (the other manifest checks still run)",
-            dir.display()
-        );
-        return None;
-    }
-    let xsd = dir.join("OfficeAppManifestV1_1.xsd");
+/// The schema entry point, `schemas/manifest/OfficeAppManifestV1_1.xsd` (vendored
+/// Microsoft XSDs, see `schemas/manifest/PROVENANCE.md`). Panics when it is missing:
+/// the manifest is always checked against the schema.
+fn schema() -> PathBuf {
+    let xsd = workspace_root().join("schemas/manifest/OfficeAppManifestV1_1.xsd");
     assert!(
         xsd.is_file(),
-        "{} exists but has no OfficeAppManifestV1_1.xsd",
-        dir.display()
+        "{} is missing: the vendored manifest schemas belong to the repository \
+         (see schemas/manifest/PROVENANCE.md); restore them from git",
+        xsd.display()
     );
-    Some(xsd)
+    xsd
 }
 
 /// Runs `xmllint --noout --schema <schema> <file>` on `xml`. `Ok` when it
@@ -183,7 +178,7 @@ fn numbered(xml: &str) -> String {
 
 #[test]
 fn rendered_manifests_validate_against_the_schema() {
-    let Some(schema) = schema() else { return };
+    let schema = schema();
     for case in cases() {
         let xml = render_case(&case);
         if let Err(stderr) = xmllint(&schema, &case.name, &xml) {
@@ -198,7 +193,7 @@ fn rendered_manifests_validate_against_the_schema() {
 
 #[test]
 fn broken_manifests_fail_xmllint() {
-    let Some(schema) = schema() else { return };
+    let schema = schema();
     let xml = render_case(&cases().remove(0));
 
     // 1. Permissions moved before FormSettings (the schema fixes the order).

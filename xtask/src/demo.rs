@@ -5,8 +5,12 @@
 //! Layout: the simulator on https://localhost:9443 (Exchange metadata and
 //! identity tokens, the Outlook compose window, the fake Office.js), the
 //! server on https://localhost:8443 with its state in `demo-data/`.
+//!
+//! The URLs are printed only once both answer: the simulator's Exchange
+//! metadata document and the server's `/readyz` are polled until they return
+//! 200 (or the process exits, or [`START_TIMEOUT`] passes).
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,9 +19,13 @@ use crate::{cmd, pane, root, setup};
 
 const SERVER_PORT: u16 = 8443;
 const SIMULATOR_PORT: u16 = 9443;
+/// How long each process may take to answer its readiness URL.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two readiness polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Builds what is needed and runs the demo.
-pub fn run(_args: &[String]) -> Result<()> {
+pub fn run() -> Result<()> {
     setup::run()?;
     pane::build()?;
     // The same build as `cargo xtask test`, so nothing compiles twice.
@@ -36,13 +44,21 @@ pub fn run(_args: &[String]) -> Result<()> {
         .stdout(Stdio::inherit())
         .spawn()
         .context("starting vmr-simulator")?;
-    let started = Instant::now();
-    while !sim_cert.exists() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = simulator.kill();
-            bail!("the simulator did not start within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // The simulator writes its certificate right after it starts listening.
+    let sim_ready = format!(
+        "https://localhost:{SIMULATOR_PORT}{}",
+        vmr_simulator::exchange::METADATA_PATH
+    );
+    if let Err(e) = wait_ready(&mut simulator, "vmr-simulator", &sim_ready) {
+        let _ = simulator.kill();
+        return Err(e);
+    }
+    if !sim_cert.is_file() {
+        let _ = simulator.kill();
+        bail!(
+            "the simulator answers but did not write its certificate to {}",
+            sim_cert.display()
+        );
     }
     let config = data.join("config.toml");
     std::fs::write(
@@ -69,7 +85,12 @@ pub fn run(_args: &[String]) -> Result<()> {
         .arg(&config)
         .spawn()
         .context("starting vmr-scheduler")?;
-    std::thread::sleep(Duration::from_secs(1));
+    let server_ready = format!("https://localhost:{SERVER_PORT}/readyz");
+    if let Err(e) = wait_ready(&mut server, "vmr-scheduler", &server_ready) {
+        let _ = server.kill();
+        let _ = simulator.kill();
+        return Err(e);
+    }
     let compose = format!(
         "https://localhost:{SIMULATOR_PORT}/outlook/compose.html?pane={}",
         percent(&pane_url)
@@ -91,6 +112,36 @@ pub fn run(_args: &[String]) -> Result<()> {
         bail!("vmr-scheduler exited with {status}");
     }
     Ok(())
+}
+
+/// Polls `url` (self-signed HTTPS accepted) until it answers 200. Fails when
+/// `child` exits first or [`START_TIMEOUT`] passes.
+fn wait_ready(child: &mut Child, name: &str, url: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited with {status} before it was ready");
+        }
+        let last = match runtime.block_on(http.get(url).send()) {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() > START_TIMEOUT {
+            bail!(
+                "{name} was not ready within {} s: {url} gave {last}",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
 }
 
 fn percent(s: &str) -> String {

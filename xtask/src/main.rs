@@ -3,8 +3,13 @@
 //! * `setup` — install missing tools (see `setup.rs`);
 //! * `build-pane` — Trunk release build of the pane into `dist/`, precompressed;
 //! * `demo` — setup, build, then run the simulator and the server on loopback;
+//! * `tidy` — the repository's own rules: the code map is true, no test skips
+//!   silently, nothing reads `../shared` (see `tidy.rs`);
 //! * `test` — every check and test CI runs (see `test.rs`);
 //! * `bench` — print the performance budgets' numbers (see `bench.rs`).
+//!
+//! Arguments are parsed by clap: an unknown subcommand or flag is an error
+//! (exit status 2), never silently ignored.
 
 mod bench;
 mod demo;
@@ -12,31 +17,48 @@ mod pane;
 mod postgres;
 mod setup;
 mod test;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Project automation for vmr-scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install missing tools (rust targets, trunk, wasm-bindgen, npm, apt).
+    Setup,
+    /// Build the Outlook pane into dist/ (runs setup first).
+    BuildPane,
+    /// Start simulator + server on loopback and print the URLs.
+    Demo,
+    /// Check the repository's own rules (code map, honest tests, no ../shared).
+    Tidy,
+    /// Run every check and test (what CI runs).
+    Test(test::TestArgs),
+    /// Print the performance numbers.
+    Bench(bench::BenchArgs),
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("setup") => setup::run(),
-        Some("build-pane") => setup::run().and_then(|_| pane::build()),
-        Some("demo") => demo::run(&args[1..]),
-        Some("test") => test::run(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <setup | build-pane | demo | test [--quick] | bench>\n\
-                 \n  setup       install missing tools (rust targets, trunk, wasm-bindgen, npm, apt)\
-                 \n  build-pane  build the Outlook pane into dist/\
-                 \n  demo        start simulator + server on loopback and print the URLs\
-                 \n  test        run every check and test (what CI runs)\
-                 \n  bench       print the performance numbers"
-            );
-            std::process::exit(2);
-        }
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::BuildPane => setup::run().and_then(|_| pane::build()),
+        Task::Demo => demo::run(),
+        Task::Tidy => tidy::run(),
+        Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -93,4 +115,37 @@ pub fn cmd_output(program: &str, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Task};
+
+    #[test]
+    fn unknown_flags_and_subcommands_are_errors() {
+        for args in [
+            &["cargo xtask", "test", "--quik"][..],
+            &["cargo xtask", "bench", "--uniq", "5"],
+            &["cargo xtask", "demo", "--port", "1"],
+            &["cargo xtask", "tidy", "extra"],
+            &["cargo xtask", "tset"],
+            &["cargo xtask"],
+        ] {
+            assert!(
+                Cli::try_parse_from(args).is_err(),
+                "{args:?} was accepted; clap must reject it"
+            );
+        }
+    }
+
+    #[test]
+    fn declared_flags_parse() {
+        let cli = Cli::try_parse_from(["cargo xtask", "test", "--quick"]).expect("test --quick");
+        assert!(matches!(cli.task, Task::Test(ref a) if a.quick));
+        let cli = Cli::try_parse_from(["cargo xtask", "bench", "--unique", "1_000"])
+            .expect("bench --unique 1_000");
+        assert!(matches!(cli.task, Task::Bench(ref a) if a.unique == 1_000));
+    }
 }
