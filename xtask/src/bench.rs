@@ -10,7 +10,7 @@
 //!   ≤ 150 ms); click → instructions inserted, p50 (budget ≤ 100 ms);
 //! * `rss` — server idle RSS (budget ≤ 30 MB);
 //! * `alloc` — alias allocations/s and p99 latency at 64 concurrent HTTPS
-//!   clients (wrk), on SQLite and PostgreSQL, next to the same server's
+//!   clients (wrk), allocation limits off, on SQLite and PostgreSQL, next to the same server's
 //!   `/healthz` rate; twice: with cached tokens (`--users` users, each token
 //!   verified once and then remembered, as Outlook resends it) and with a
 //!   fresh token on every request (every request takes the full RS256 path).
@@ -37,6 +37,11 @@ use crate::{cmd, pane, postgres, setup};
 const CLIENTS: usize = 64;
 /// wrk threads; the fresh tokens are split between them.
 const WRK_THREADS: usize = 2;
+
+/// Appended to every bench server's config: no per-requester or global
+/// allocation limit.
+const BENCH_LIMITS_TOML: &str =
+    "\n[limits]\nallocations_per_requester_per_hour = 0\nallocations_per_second = 0\n";
 
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -118,6 +123,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let sim = Sim::start().await?;
         let mut setup = ServerSetup::with_simulator(&sim)?;
         setup.release = true;
+        // The bench measures capacity, so the allocation limits (which would
+        // answer 429 long before) are off; every other setting is the default.
+        setup.extra_toml.push_str(BENCH_LIMITS_TOML);
         if args.runs(Section::Pane) || args.runs(Section::Rss) {
             let server = ServerProcess::start(setup.clone())?;
             if args.runs(Section::Pane) {
