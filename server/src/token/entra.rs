@@ -19,12 +19,11 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use rsa::{BigUint, RsaPublicKey};
 use serde_json::Value;
 use vmr_protocol::AuthMethod;
 
 use super::claims;
-use super::jwt::Jwt;
+use super::jwt::{Jwt, RsaKey};
 use super::{Identity, TokenError, TokenSettings, TokenValidator};
 
 const EXPECTED: &str = "an Entra ID (NAA) access token";
@@ -45,7 +44,7 @@ pub struct OidcMetadata {
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     /// Keys by `kid`.
-    pub keys: HashMap<String, RsaPublicKey>,
+    pub keys: HashMap<String, RsaKey>,
 }
 
 /// Validate an NAA access token (called by [`TokenValidator::validate`]).
@@ -280,20 +279,19 @@ pub fn parse_jwks(url: &str, doc: &Value) -> Result<Jwks, TokenError> {
             tracing::warn!(url, "JWKS RSA key without kid, n or e");
             continue;
         };
-        let key = match (b64.decode(n), b64.decode(e)) {
-            (Ok(n), Ok(e)) => {
-                RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))
-            }
-            _ => {
-                tracing::warn!(url, kid, "JWKS key n/e is not base64url");
-                continue;
-            }
+        let (Ok(n), Ok(e)) = (b64.decode(n), b64.decode(e)) else {
+            tracing::warn!(url, kid, "JWKS key n/e is not base64url");
+            continue;
         };
-        match key {
-            Ok(key) => {
+        match RsaKey::from_components(&n, &e) {
+            Some(key) => {
                 keys.insert(kid.to_owned(), key);
             }
-            Err(e) => tracing::warn!(url, kid, error = %e, "JWKS key is not a usable RSA key"),
+            None => tracing::warn!(
+                url,
+                kid,
+                "JWKS key is not a usable RSA key (2048 bits or more)"
+            ),
         }
     }
     if keys.is_empty() {

@@ -20,15 +20,13 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use reqwest::Url;
-use rsa::pkcs8::DecodePublicKey;
-use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
 use vmr_protocol::AuthMethod;
-use x509_cert::der::{Decode, Encode};
+use x509_cert::der::Decode;
 
 use super::claims;
-use super::jwt::Jwt;
+use super::jwt::{Jwt, RsaKey};
 use super::{Identity, TokenError, TokenSettings, TokenValidator};
 
 /// The only `appctx.version` accepted.
@@ -38,6 +36,10 @@ const EXPECTED: &str = "an Exchange identity token";
 
 /// SHA-1 certificate thumbprint, the decoded form of `x5t`.
 pub type Thumbprint = [u8; 20];
+
+/// OID of `rsaEncryption` (PKCS #1).
+const RSA_ENCRYPTION: x509_cert::der::oid::ObjectIdentifier =
+    x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// The application id of Exchange, the part before `@` of an identity token's `iss`.
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
@@ -50,7 +52,7 @@ pub const METADATA_PATH: &str = "/autodiscover/metadata/json/1";
 #[derive(Debug, Clone, Default)]
 pub struct ExchangeKeys {
     /// RSA public keys by SHA-1 thumbprint of their certificate's DER.
-    pub keys: HashMap<Thumbprint, RsaPublicKey>,
+    pub keys: HashMap<Thumbprint, RsaKey>,
     /// The document's `realm`, unless it is absent or `*` (any realm).
     pub realm: Option<String>,
 }
@@ -343,7 +345,7 @@ pub fn parse_metadata(url: &str, doc: &Value) -> Result<ExchangeKeys, TokenError
 }
 
 /// One metadata key entry → (thumbprint of its certificate, RSA public key).
-fn key_from_entry(entry: &Value) -> Result<(Thumbprint, RsaPublicKey), String> {
+fn key_from_entry(entry: &Value) -> Result<(Thumbprint, RsaKey), String> {
     let keyvalue = entry.get("keyvalue").ok_or("no keyvalue")?;
     let kind = keyvalue.get("type").and_then(Value::as_str).unwrap_or("");
     if !kind.eq_ignore_ascii_case("x509Certificate") {
@@ -375,13 +377,21 @@ fn key_from_entry(entry: &Value) -> Result<(Thumbprint, RsaPublicKey), String> {
     }
     let cert = x509_cert::Certificate::from_der(&der)
         .map_err(|e| format!("certificate is not X.509 DER: {e}"))?;
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| format!("certificate public key: {e}"))?;
-    let key = RsaPublicKey::from_public_key_der(&spki)
-        .map_err(|e| format!("certificate key is not RSA: {e}"))?;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(format!(
+            "certificate key is not RSA (algorithm {})",
+            spki.algorithm.oid
+        ));
+    }
+    let pkcs1 = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("certificate public key is not a whole number of bytes")?;
+    let rsa = pkcs1::RsaPublicKey::from_der(pkcs1)
+        .map_err(|e| format!("certificate key is not an RSA public key: {e}"))?;
+    let key = RsaKey::from_components(rsa.modulus.as_bytes(), rsa.public_exponent.as_bytes())
+        .ok_or("certificate key is shorter than 2048 bits")?;
     Ok((thumbprint, key))
 }
 

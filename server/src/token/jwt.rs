@@ -8,8 +8,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rsa::traits::PublicKeyParts;
-use rsa::RsaPublicKey;
 use serde_json::{Map, Value};
 
 use super::{TokenError, MAX_TOKEN_BYTES};
@@ -92,19 +90,40 @@ impl Jwt {
     }
 
     /// Check the RS256 signature against `key`.
-    pub fn verify_rs256(&self, key: &RsaPublicKey) -> Result<(), TokenError> {
-        // ring's constant-time RSA is several times faster than the pure-Rust
-        // big-integer code, and verification runs on every alias request.
-        // It also refuses moduli under 2048 bits.
-        let n = key.n().to_bytes_be();
-        let e = key.e().to_bytes_be();
-        ring::signature::RsaPublicKeyComponents { n: &n, e: &e }
-            .verify(
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                self.signing_input.as_bytes(),
-                &self.signature,
-            )
-            .map_err(|_| TokenError::BadSignature)
+    pub fn verify_rs256(&self, key: &RsaKey) -> Result<(), TokenError> {
+        // ring refuses moduli under 2048 bits (and over 8192).
+        ring::signature::RsaPublicKeyComponents {
+            n: key.n.as_slice(),
+            e: key.e.as_slice(),
+        }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            self.signing_input.as_bytes(),
+            &self.signature,
+        )
+        .map_err(|_| TokenError::BadSignature)
+    }
+}
+
+/// An RSA public key as its big-endian modulus and exponent, verified with ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsaKey {
+    /// Modulus, big-endian, without leading zero bytes.
+    pub n: Vec<u8>,
+    /// Public exponent, big-endian, without leading zero bytes.
+    pub e: Vec<u8>,
+}
+
+impl RsaKey {
+    /// A key from big-endian modulus and exponent bytes; `None` when either is
+    /// zero or the modulus is shorter than 2048 bits.
+    pub fn from_components(n: &[u8], e: &[u8]) -> Option<RsaKey> {
+        let strip = |b: &[u8]| {
+            let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+            b[first..].to_vec()
+        };
+        let (n, e) = (strip(n), strip(e));
+        (n.len() >= 256 && !e.is_empty()).then_some(RsaKey { n, e })
     }
 }
 
