@@ -43,7 +43,9 @@ pub struct App {
     /// The pane's `index.html` with the Office.js scripts in place (and its
     /// policy in local mode); `None` if not built.
     pub pane_index: Option<PanePage>,
-    pub stats: AliasStats,
+    pub stats: Arc<AliasStats>,
+    /// `/metrics`: reads `stats` and the integrations at scrape time.
+    pub metrics: prometheus_client::registry::Registry,
     /// The time, for token lifetimes, TOK expiry and limits.
     pub clock: SharedClock,
     /// Keys for deferral statements (TOK); `None` in role `all`.
@@ -102,6 +104,8 @@ impl App {
         }
         let pane_index = load_pane_index(&config)?;
         let clock = crate::clock::system();
+        let stats = Arc::new(AliasStats::default());
+        let metrics = crate::metrics::registry(stats.clone(), integrations.clone());
         let deferral_keys = DeferralKeys::from_config(&config.management)?;
         Ok(App {
             validator: TokenValidator::new(http_client.clone()).with_clock(clock.clone()),
@@ -113,7 +117,8 @@ impl App {
             integrations,
             storage,
             pane_index,
-            stats: AliasStats::default(),
+            stats,
+            metrics,
         })
     }
 }

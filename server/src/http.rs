@@ -199,63 +199,10 @@ async fn readyz_detail(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-/// Share of an alias space above which `/metrics` flags it as nearly exhausted.
-const NEARLY_EXHAUSTED: f64 = 0.80;
-
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &app.stats;
-    let mut out = String::new();
-    for (name, help, value) in [
-        (
-            "vmr_aliases_allocated_total",
-            "Aliases allocated since start.",
-            s.allocated.load(Relaxed),
-        ),
-        (
-            "vmr_alias_collisions_total",
-            "Random draws that hit an alias issued before.",
-            s.collisions.load(Relaxed),
-        ),
-        (
-            "vmr_alias_refused_exhausted_total",
-            "Allocations refused because the alias space is nearly exhausted.",
-            s.refused_exhausted.load(Relaxed),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    let _ = writeln!(out, "# HELP vmr_alias_space_used Aliases ever issued per integration.\n# TYPE vmr_alias_space_used gauge");
-    for (id, i) in &app.integrations {
-        let _ = writeln!(
-            out,
-            "vmr_alias_space_used{{integration=\"{id}\"}} {}",
-            i.issued.load(Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# HELP vmr_alias_space_size Possible aliases per integration.\n# TYPE vmr_alias_space_size gauge");
-    for (id, i) in &app.integrations {
-        let _ = writeln!(
-            out,
-            "vmr_alias_space_size{{integration=\"{id}\"}} {}",
-            alias_service::space_size(i.config.alias_digits)
-        );
-    }
-    let _ = writeln!(out, "# HELP vmr_alias_space_nearly_exhausted 1 when more than 80% of the space is used.\n# TYPE vmr_alias_space_nearly_exhausted gauge");
-    for (id, i) in &app.integrations {
-        let used = i.issued.load(Relaxed) as f64;
-        let size = alias_service::space_size(i.config.alias_digits) as f64;
-        let flag = u8::from(used / size >= NEARLY_EXHAUSTED);
-        let _ = writeln!(
-            out,
-            "vmr_alias_space_nearly_exhausted{{integration=\"{id}\"}} {flag}"
-        );
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiFailure> {
+    let text = crate::metrics::render(&app.metrics)
+        .map_err(|e| ApiFailure::internal("metrics_error", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 #[derive(Deserialize)]

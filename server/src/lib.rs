@@ -18,6 +18,7 @@ pub mod http;
 pub mod integration;
 pub mod manifest;
 pub mod meeting_tag;
+pub mod metrics;
 pub mod pane_page;
 pub mod quota;
 pub mod secret;
