@@ -18,7 +18,7 @@ use vmr_protocol::{AliasResponse, Instructions};
 use crate::integration::Integration;
 use crate::storage::{NewAlias, Storage, StorageError};
 use crate::templates::{html_to_text, TemplateError};
-use crate::token::Identity;
+use vmr_auth::Identity;
 
 /// Draws before giving up on one request (each collision is one draw).
 const MAX_DRAWS: u32 = 32;

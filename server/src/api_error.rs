@@ -16,7 +16,7 @@ use vmr_protocol::ApiError;
 
 use crate::alias_service::AllocateError;
 use crate::quota::LimitExceeded;
-use crate::token::TokenError;
+use vmr_auth::TokenError;
 
 /// Header carrying the correlation id of a server-side error.
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";

@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use rand::RngCore;
 
 use crate::alias_service::{now_unix, AliasStats};
-use crate::clock::SharedClock;
 use crate::config::{Config, Role};
 use crate::deferral::DeferralKeys;
 use crate::integration::Integration;
@@ -23,8 +22,9 @@ use crate::meeting_tag::TagKey;
 use crate::quota::AllocationLimits;
 use crate::storage::Storage;
 use crate::templates::TemplateSet;
-use crate::token::TokenValidator;
 use crate::{http, tls};
+use vmr_auth::TokenValidator;
+use vmr_core::clock::SharedClock;
 
 /// Marker in `addin/index.html` replaced by the Office.js URL.
 pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";
@@ -103,7 +103,7 @@ impl App {
             );
         }
         let pane_index = load_pane_index(&config)?;
-        let clock = crate::clock::system();
+        let clock = vmr_core::clock::system();
         let stats = Arc::new(AliasStats::default());
         let metrics = crate::metrics::registry(stats.clone(), integrations.clone());
         let deferral_keys = DeferralKeys::from_config(&config.management)?;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vmr_protocol::{AuthMethod, PaneTexts};
 
-use crate::secret::Secret;
+use vmr_core::secret::Secret;
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]

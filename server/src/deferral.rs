@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::config::ManagementConfig;
-use crate::token::{Identity, CLOCK_SKEW_SECS};
+use vmr_auth::{Identity, CLOCK_SKEW_SECS};
 
 /// `typ` of a deferral statement's header.
 pub const STATEMENT_TYPE: &str = "vmr-tok";
@@ -256,7 +256,7 @@ impl DeferralKeys {
 mod tests {
     use super::*;
     use crate::config::DeferralKeyConfig;
-    use crate::secret::Secret;
+    use vmr_core::secret::Secret;
     use vmr_protocol::AuthMethod;
 
     fn config(id: &str, key: &str) -> ManagementConfig {

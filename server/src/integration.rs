@@ -10,7 +10,7 @@ use vmr_protocol::{AuthMethod, NaaPaneSettings, PaneConfig, Person};
 use crate::config::{IntegrationConfig, ServerConfig};
 use crate::meeting_tag::TagKey;
 use crate::templates::TemplateSet;
-use crate::token::TokenSettings;
+use vmr_auth::TokenSettings;
 
 /// A ready integration.
 #[derive(Debug)]

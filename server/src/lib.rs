@@ -2,7 +2,7 @@
 //!
 //! One binary, three roles (`all`, `edge`, `management`; see `config::Role`).
 //! Start at [`app`] (start-up) and [`http`] (routes); the request path for
-//! `POST /api/v1/alias` is `http` → [`token`] (who is asking) →
+//! `POST /api/v1/alias` is `http` → `vmr_auth` (who is asking) →
 //! [`alias_service`] (unique alias, [`meeting_tag`], [`templates`]) →
 //! [`storage`]. On an edge, `http` hands the request to [`edge`] instead.
 //! `ARCHITECTURE.md` at the repository root has the full map and invariants.
@@ -10,7 +10,6 @@
 pub mod alias_service;
 pub mod api_error;
 pub mod app;
-pub mod clock;
 pub mod config;
 pub mod deferral;
 pub mod edge;
@@ -21,9 +20,7 @@ pub mod meeting_tag;
 pub mod metrics;
 pub mod pane_page;
 pub mod quota;
-pub mod secret;
 pub mod storage;
 pub mod tag_resolution;
 pub mod templates;
 pub mod tls;
-pub mod token;

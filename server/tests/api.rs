@@ -527,9 +527,9 @@ async fn edge_defers_with_a_signed_statement_never_the_users_token() {
         })
         .expect("keys")
         .expect("configured");
-    let now = vmr_server::clock::SystemClock;
+    let now = vmr_core::clock::SystemClock;
     let statement = keys
-        .verify(tok, vmr_server::clock::Clock::now_unix(&now))
+        .verify(tok, vmr_core::clock::Clock::now_unix(&now))
         .expect("a statement signed with the deferral key");
     assert_eq!(statement.email.as_deref(), Some("ann@example.com"));
     assert_eq!(statement.integration, "default");

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use uuid::Uuid;
+use vmr_auth::Identity;
 use vmr_protocol::{AliasResponse, AuthMethod};
 use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError};
 use vmr_server::config::{IntegrationConfig, ServerConfig};
@@ -28,7 +29,6 @@ use vmr_server::integration::Integration;
 use vmr_server::meeting_tag::TagKey;
 use vmr_server::storage::{NewAlias, Storage};
 use vmr_server::templates::TemplateSet;
-use vmr_server::token::Identity;
 
 /// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
 const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";

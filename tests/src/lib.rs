@@ -6,6 +6,8 @@
 //! The binaries must be built first (`cargo build --bins`; `cargo xtask test`
 //! does it); the pane must be built into `dist/` (`cargo xtask build-pane`).
 
+pub mod blocking_proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -136,6 +138,10 @@ pub struct ServerSetup {
     pub alias_digits: u32,
     /// PEM certificate and key files for the listener; default self-signed.
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `server.static_dir`; default the repository's `static/`.
+    pub static_dir: Option<PathBuf>,
+    /// Extra keys inside `[server]` (e.g. `office_js_timeout_ms = 3000`).
+    pub server_toml: String,
 }
 
 impl ServerSetup {
@@ -156,6 +162,8 @@ impl ServerSetup {
             public_host: None,
             alias_digits: 6,
             tls_files: None,
+            static_dir: None,
+            server_toml: String::new(),
         })
     }
 
@@ -179,7 +187,8 @@ impl ServerSetup {
         )
     }
 
-    fn toml(&self, dir: &Path) -> String {
+    /// The config file this setup runs with (`dir` holds the SQLite file).
+    pub fn toml(&self, dir: &Path) -> String {
         let q = |s: &str| format!("{s:?}");
         let storage = self
             .storage_url
@@ -204,7 +213,12 @@ impl ServerSetup {
             port = self.port,
             public_host = q(&self.public_host()),
             dist = q(&root().join("dist").display().to_string()),
-            static_dir = q(&root().join("static").display().to_string()),
+            static_dir = q(&self
+                .static_dir
+                .clone()
+                .unwrap_or_else(|| root().join("static"))
+                .display()
+                .to_string()),
             office = q(&self.office_js),
             storage = q(&storage),
             cas = list(&cas),
@@ -212,6 +226,9 @@ impl ServerSetup {
             deferral = E2E_DEFERRAL_KEY,
             admin = E2E_ADMIN_TOKEN_SHA256,
         );
+        if !self.server_toml.is_empty() {
+            t = t.replace("[storage]\n", &format!("{}\n[storage]\n", self.server_toml));
+        }
         if let Some((cert, key)) = &self.tls_files {
             t = t.replace(
                 "[storage]\n",
@@ -361,6 +378,14 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a fresh headless Chromium session.
     pub async fn start() -> Result<Browser> {
+        Self::start_with(&[], false).await
+    }
+
+    /// Like [`Browser::start`], with extra Chromium command-line switches
+    /// (e.g. `--proxy-server=…`) and, if `performance_log`, chromedriver's
+    /// performance log (DevTools network events, read with
+    /// [`Browser::page_requests`]).
+    pub async fn start_with(extra: &[String], performance_log: bool) -> Result<Browser> {
         let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -387,6 +412,20 @@ impl Browser {
                 }
             }),
         )?;
+        let mut caps = caps;
+        if let Some(args) = caps
+            .get_mut("goog:chromeOptions")
+            .and_then(|o| o.get_mut("args"))
+            .and_then(|a| a.as_array_mut())
+        {
+            args.extend(extra.iter().cloned().map(serde_json::Value::String));
+        }
+        if performance_log {
+            caps.insert(
+                "goog:loggingPrefs".into(),
+                serde_json::json!({ "performance": "ALL" }),
+            );
+        }
         let url = format!("http://127.0.0.1:{port}");
         let mut last = None;
         for _ in 0..100 {
@@ -482,11 +521,58 @@ impl Browser {
         Ok(path)
     }
 
+    /// URLs of the requests the page started (DevTools
+    /// `Network.requestWillBeSent`, also for requests the browser then
+    /// blocked) since the last call. Needs [`Browser::start_with`] with the
+    /// performance log.
+    pub async fn page_requests(&self) -> Result<Vec<String>> {
+        let answer = self
+            .client
+            .issue_cmd(PerformanceLog)
+            .await
+            .context("reading chromedriver's performance log")?;
+        let mut urls = Vec::new();
+        for entry in answer.as_array().into_iter().flatten() {
+            let Some(message) = entry["message"].as_str() else {
+                continue;
+            };
+            let message: serde_json::Value = serde_json::from_str(message)?;
+            let message = &message["message"];
+            if message["method"] == "Network.requestWillBeSent" {
+                if let Some(url) = message["params"]["request"]["url"].as_str() {
+                    urls.push(url.to_string());
+                }
+            }
+        }
+        Ok(urls)
+    }
+
     /// Ends the session and the driver.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// chromedriver's `POST /session/{id}/se/log {"type": "performance"}`.
+#[derive(Debug)]
+struct PerformanceLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for PerformanceLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(r#"{"type":"performance"}"#.to_string()),
+        )
     }
 }
 

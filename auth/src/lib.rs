@@ -35,8 +35,9 @@ use std::time::Duration;
 use reqwest::Url;
 use vmr_protocol::AuthMethod;
 
-use crate::clock::SharedClock;
 use cache::{LookupPolicy, UrlCache};
+use vmr_core::clock::SharedClock;
+pub use vmr_core::identity::Identity;
 
 /// Allowed difference between our clock and the token issuer's, in seconds (5 minutes).
 pub const CLOCK_SKEW_SECS: i64 = 300;
@@ -78,21 +79,6 @@ pub struct TokenSettings {
     /// NAA: the add-in's own (SPA) client id; the token's `azp` (or `appid`) must
     /// equal it when set.
     pub naa_client_id: Option<String>,
-}
-
-/// Who the validated token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Stable unique user id. Exchange: `"<msexchuid>@<amurl>"`; NAA: `"<tid>/<oid>"`.
-    pub user_id: String,
-    /// E-mail address, when the token carries one.
-    pub email: Option<String>,
-    /// Display name, when the token carries one.
-    pub display_name: Option<String>,
-    /// Which kind of token it was.
-    pub method: AuthMethod,
-    /// The token's `exp`, Unix seconds.
-    pub expires_at: i64,
 }
 
 /// Why a token was refused.
@@ -371,7 +357,7 @@ impl TokenValidator {
             insecure_loopback: false,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
-            clock: crate::clock::system(),
+            clock: vmr_core::clock::system(),
             caches: Arc::new(Caches::default()),
         }
     }

@@ -1,4 +1,4 @@
-//! Integration tests of `vmr_server::token`: real RS256 tokens from the simulated
+//! Integration tests of `vmr_auth`: real RS256 tokens from the simulated
 //! Exchange and Entra ID issuers (`vmr_simulator`), whose metadata / OIDC / JWKS
 //! documents are served over plain HTTP on 127.0.0.1 (allowed only because the
 //! validator is built with `allow_insecure_loopback_metadata(true)`).
@@ -16,9 +16,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use vmr_auth::{TokenError, TokenSettings, TokenValidator, CLOCK_SKEW_SECS};
+use vmr_core::clock::ManualClock;
 use vmr_protocol::AuthMethod;
-use vmr_server::clock::ManualClock;
-use vmr_server::token::{TokenError, TokenSettings, TokenValidator, CLOCK_SKEW_SECS};
 use vmr_simulator::entra::{self, EntraIssuer, NaaClaims};
 use vmr_simulator::exchange::{self, ExchangeIssuer, IdentityClaims};
 
@@ -105,7 +105,7 @@ fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
-fn expect_err(result: Result<vmr_server::token::Identity, TokenError>, code: &str) -> TokenError {
+fn expect_err(result: Result<vmr_auth::Identity, TokenError>, code: &str) -> TokenError {
     match result {
         Ok(id) => panic!("expected {code}, got identity {id:?}"),
         Err(e) => {

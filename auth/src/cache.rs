@@ -20,7 +20,7 @@
 //!   only within [`STALE_GRACE`] after its TTL ran out.
 //!
 //! Concurrent lookups of one URL wait for a single fetch (per-slot async mutex).
-//! Ages come from the validator's injected [`Clock`](crate::clock::Clock), so
+//! Ages come from the validator's injected [`Clock`](vmr_core::clock::Clock), so
 //! tests move through TTLs and back-offs without sleeping.
 
 use std::collections::{HashMap, VecDeque};
