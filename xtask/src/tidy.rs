@@ -9,7 +9,8 @@
 //!    directory named in backticks in the heading above it (for example
 //!    "## The server (`server/src`)").
 //! 2. **The map is true, the other way**: every `.rs` file under the
-//!    directories in [`MAPPED_SOURCES`] is mentioned in `ARCHITECTURE.md`, in
+//!    directories in [`MAPPED_SOURCES`] and under every directory that has a
+//!    `module` table (rule 1) is mentioned in `ARCHITECTURE.md`, in
 //!    backticks: as its path relative to that directory (`token/jwt.rs`),
 //!    or as its file name when its directory is mentioned too (`token/` and
 //!    `jwt.rs`). `lib.rs` and `mod.rs` are covered by their crate or folder.
@@ -28,7 +29,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::root;
 
-/// Source folders whose every `.rs` file must appear in `ARCHITECTURE.md`.
+/// Source folders whose every `.rs` file must appear in `ARCHITECTURE.md`,
+/// whether or not the map has a `module` table for them yet.
 pub const MAPPED_SOURCES: &[&str] = &["server/src"];
 
 /// Folders never scanned (build output, tools, dependencies).
@@ -76,8 +78,11 @@ pub fn check(root: &Path) -> Result<Vec<Finding>> {
     let architecture = std::fs::read_to_string(&arch_path)
         .with_context(|| format!("cannot read {}", arch_path.display()))?;
     let files = walk(root)?;
-    let mut findings = map_entries_exist(root, &architecture);
-    for dir in MAPPED_SOURCES {
+    let (mut findings, mut mapped) = map_entries_exist(root, &architecture);
+    mapped.extend(MAPPED_SOURCES.iter().map(|d| d.to_string()));
+    mapped.sort();
+    mapped.dedup();
+    for dir in &mapped {
         findings.extend(sources_are_mapped(root, dir, &architecture, &files));
     }
     for file in &files {
@@ -137,9 +142,11 @@ fn backticked(line: &str) -> Vec<&str> {
     line.split('`').skip(1).step_by(2).collect()
 }
 
-/// Rule 1: the crates and modules the tables name exist.
-fn map_entries_exist(root: &Path, architecture: &str) -> Vec<Finding> {
+/// Rule 1: the crates and modules the tables name exist. Also returns the
+/// directories that have a `module` table.
+fn map_entries_exist(root: &Path, architecture: &str) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
+    let mut module_dirs = Vec::new();
     // The directory named by the latest heading, for `module` tables.
     let mut heading_dir: Option<String> = None;
     // (column holding the entry, base directory) of the table being read.
@@ -173,7 +180,10 @@ fn map_entries_exist(root: &Path, architecture: &str) -> Vec<Finding> {
                 table = Some((i, None));
             } else if cells.first() == Some(&"module") {
                 match &heading_dir {
-                    Some(dir) => table = Some((0, Some(dir.clone()))),
+                    Some(dir) => {
+                        module_dirs.push(dir.trim_end_matches('/').to_string());
+                        table = Some((0, Some(dir.clone())));
+                    }
                     None => findings.push(Finding {
                         place,
                         problem: "a `module` table needs the directory it maps, in backticks, \
@@ -203,7 +213,7 @@ fn map_entries_exist(root: &Path, architecture: &str) -> Vec<Finding> {
             }
         }
     }
-    findings
+    (findings, module_dirs)
 }
 
 /// Rule 2: every source file under `dir` is mentioned.
@@ -384,6 +394,29 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn every_directory_with_a_module_table_is_checked_both_ways() {
+        let map = format!(
+            "{MAP}\n## Core (`core/src`)\n\n| module | concern |\n|---|---|\n| `clock.rs` | time |\n"
+        );
+        let dir = repo(
+            &map,
+            &[
+                ("server/src/main.rs", ""),
+                ("server/src/token/jwt.rs", ""),
+                ("core/src/lib.rs", ""),
+                ("core/src/clock.rs", ""),
+                ("core/src/unmapped.rs", ""),
+            ],
+        );
+        let p = problems(&dir);
+        assert!(
+            p.iter().any(|p| p.starts_with("core/src/unmapped.rs")),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
     }
 
     #[test]
