@@ -37,10 +37,9 @@ use vmr_protocol::AuthMethod;
 
 use cache::{LookupPolicy, UrlCache};
 use vmr_core::clock::SharedClock;
+pub use vmr_core::clock::CLOCK_SKEW_SECS;
 pub use vmr_core::identity::Identity;
 
-/// Allowed difference between our clock and the token issuer's, in seconds (5 minutes).
-pub const CLOCK_SKEW_SECS: i64 = 300;
 /// Longest token accepted, in bytes; anything longer is refused without parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Default timeout of one metadata / JWKS request.

@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Allowed difference between our clock and a token or statement issuer's, in
+/// seconds (5 minutes).
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
 /// A source of wall-clock time in Unix milliseconds.
 pub trait Clock: Send + Sync + Debug {
     /// Milliseconds since the Unix epoch.

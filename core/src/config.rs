@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vmr_protocol::{AuthMethod, PaneTexts};
 
-use vmr_core::secret::Secret;
+use crate::secret::Secret;
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -280,12 +280,13 @@ mod office_js_tests {
 
     #[test]
     fn local_mode_needs_office_js_and_microsoft_ajax() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = local_in(dir.path());
+        let dir = std::env::temp_dir().join(format!("vmr-office-js-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let server = local_in(&dir);
         let e = server.check_office_js_files().expect_err("no office.js");
         assert!(e.to_string().contains("server.office_js"), "{e}");
         assert!(e.to_string().contains("cargo xtask setup"), "{e}");
-        let office = dir.path().join("office-js");
+        let office = dir.join("office-js");
         std::fs::create_dir_all(&office).expect("mkdir");
         std::fs::write(office.join("office.js"), "/* office */").expect("write");
         let e = server
@@ -306,11 +307,12 @@ mod office_js_tests {
         std::fs::write(office.join(MICROSOFT_AJAX_FILE), "var Sys;").expect("write");
         server.check_office_js_files().expect("complete");
         let cdn = ServerConfig {
-            static_dir: dir.path().join("nowhere"),
+            static_dir: dir.join("nowhere"),
             ..ServerConfig::default()
         };
         cdn.check_office_js_files()
             .expect("cdn mode reads no files");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -23,8 +23,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::clock::CLOCK_SKEW_SECS;
 use crate::config::ManagementConfig;
-use vmr_auth::{Identity, CLOCK_SKEW_SECS};
+use crate::identity::Identity;
 
 /// `typ` of a deferral statement's header.
 pub const STATEMENT_TYPE: &str = "vmr-tok";
@@ -256,7 +257,7 @@ impl DeferralKeys {
 mod tests {
     use super::*;
     use crate::config::DeferralKeyConfig;
-    use vmr_core::secret::Secret;
+    use crate::secret::Secret;
     use vmr_protocol::AuthMethod;
 
     fn config(id: &str, key: &str) -> ManagementConfig {

@@ -4,8 +4,18 @@
 //! * [`clock`] — time, injected: everything tests move through windows,
 //!   expiries and back-offs reads a [`clock::Clock`];
 //! * [`secret`] — configured secrets that never appear in logs;
-//! * [`identity`] — who a validated token says is asking.
+//! * [`identity`] — who a validated token says is asking;
+//! * [`config`] — the configuration schema, loading and validation;
+//! * [`templates`] — every Pexip template field (minijinja);
+//! * [`meeting_tag`] — PXPS tags under an integration's key;
+//! * [`deferral`] — TOK statements an edge signs when management is down;
+//! * [`quota`] — per-requester and global allocation limits.
 
 pub mod clock;
+pub mod config;
+pub mod deferral;
 pub mod identity;
+pub mod meeting_tag;
+pub mod quota;
 pub mod secret;
+pub mod templates;

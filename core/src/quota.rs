@@ -11,7 +11,7 @@
 //!
 //! Limits live in memory, per process: management enforces them for live
 //! requests, and each edge for the deferrals it signs. Time comes from the
-//! injected [`Clock`](vmr_core::clock::Clock).
+//! injected [`Clock`](crate::clock::Clock).
 
 use std::num::NonZeroU32;
 use std::ops::Add;
@@ -24,8 +24,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::clock::SharedClock;
 use crate::config::LimitsConfig;
-use vmr_core::clock::SharedClock;
 
 /// Requesters remembered before idle entries are dropped.
 const MAX_TRACKED_REQUESTERS: usize = 100_000;
@@ -161,7 +161,7 @@ impl AllocationLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmr_core::clock::ManualClock;
+    use crate::clock::ManualClock;
 
     fn limits(per_hour: u32, per_second: u32) -> (AllocationLimits, std::sync::Arc<ManualClock>) {
         let clock = ManualClock::at_unix(1_000_000);

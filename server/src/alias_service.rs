@@ -17,8 +17,8 @@ use vmr_protocol::{AliasResponse, Instructions};
 
 use crate::integration::Integration;
 use crate::storage::{NewAlias, Storage, StorageError};
-use crate::templates::{html_to_text, TemplateError};
 use vmr_auth::Identity;
+use vmr_core::templates::{html_to_text, TemplateError};
 
 /// Draws before giving up on one request (each collision is one draw).
 const MAX_DRAWS: u32 = 32;

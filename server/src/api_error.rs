@@ -15,8 +15,8 @@ use axum::Json;
 use vmr_protocol::ApiError;
 
 use crate::alias_service::AllocateError;
-use crate::quota::LimitExceeded;
 use vmr_auth::TokenError;
+use vmr_core::quota::LimitExceeded;
 
 /// Header carrying the correlation id of a server-side error.
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";

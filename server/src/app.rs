@@ -15,16 +15,16 @@ use anyhow::{Context, Result};
 use rand::RngCore;
 
 use crate::alias_service::{now_unix, AliasStats};
-use crate::config::{Config, Role};
-use crate::deferral::DeferralKeys;
 use crate::integration::Integration;
-use crate::meeting_tag::TagKey;
-use crate::quota::AllocationLimits;
 use crate::storage::Storage;
-use crate::templates::TemplateSet;
 use crate::{http, tls};
 use vmr_auth::TokenValidator;
 use vmr_core::clock::SharedClock;
+use vmr_core::config::{Config, Role};
+use vmr_core::deferral::DeferralKeys;
+use vmr_core::meeting_tag::TagKey;
+use vmr_core::quota::AllocationLimits;
+use vmr_core::templates::TemplateSet;
 
 /// Marker in `addin/index.html` replaced by the Office.js URL.
 pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";

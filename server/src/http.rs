@@ -37,9 +37,9 @@ use vmr_protocol::{AliasRequest, AliasResponse, ALIAS_PATH, MAX_REQUEST_BYTES, P
 use crate::alias_service::{self, AliasContext};
 use crate::api_error::ApiFailure;
 use crate::app::App;
-use crate::config::Role;
 use crate::integration::Integration;
 use crate::{edge, manifest};
+use vmr_core::config::Role;
 
 /// Header carrying the edge ↔ management shared secret.
 pub const EDGE_SECRET_HEADER: &str = "x-vmr-edge-secret";
@@ -407,9 +407,21 @@ fn manifest_response(app: &App, integration: &Integration) -> Result<Response, A
         .into_response())
 }
 
-async fn pane_index(State(app): State<Arc<App>>) -> Response {
+/// The pane's page; with the pane config embedded when the URL names a
+/// configured integration (else the pane fetches it).
+async fn pane_index(
+    State(app): State<Arc<App>>,
+    query: Result<Query<IntegrationQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     match &app.pane_index {
-        Some(page) => page.response(),
+        Some(page) => {
+            // A query that does not parse just means nothing is embedded.
+            let config = query
+                .ok()
+                .and_then(|Query(q)| q.integration)
+                .and_then(|id| app.integrations.get(&id).map(|i| i.pane_config()));
+            page.response(config.as_ref())
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

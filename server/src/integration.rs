@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use vmr_protocol::{AuthMethod, NaaPaneSettings, PaneConfig, Person};
 
-use crate::config::{IntegrationConfig, ServerConfig};
-use crate::meeting_tag::TagKey;
-use crate::templates::TemplateSet;
 use vmr_auth::TokenSettings;
+use vmr_core::config::{IntegrationConfig, ServerConfig};
+use vmr_core::meeting_tag::TagKey;
+use vmr_core::templates::TemplateSet;
 
 /// A ready integration.
 #[derive(Debug)]

@@ -10,17 +10,12 @@
 pub mod alias_service;
 pub mod api_error;
 pub mod app;
-pub mod config;
-pub mod deferral;
 pub mod edge;
 pub mod http;
 pub mod integration;
 pub mod manifest;
-pub mod meeting_tag;
 pub mod metrics;
 pub mod pane_page;
-pub mod quota;
 pub mod storage;
 pub mod tag_resolution;
-pub mod templates;
 pub mod tls;

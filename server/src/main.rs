@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vmr_core::config::{Config, Role};
 use vmr_server::app::{serve, App};
-use vmr_server::config::{Config, Role};
 
 #[derive(Parser)]
 #[command(

@@ -7,7 +7,7 @@
 
 use minijinja::{context, Environment};
 
-use crate::config::{IntegrationConfig, ServerConfig};
+use vmr_core::config::{IntegrationConfig, ServerConfig};
 
 const TEMPLATE: &str = include_str!("../../manifest/manifest.xml.j2");
 

@@ -16,6 +16,14 @@
 //! sources and MSAL.js (`naa_msal_js`, and the NAA authority for
 //! connections). Nothing else: a dependency that would reach out fails
 //! loudly (and shows up in the pane's debug log) instead of leaking.
+//!
+//! Per request, [`PanePage::response`] embeds the integration's pane config
+//! (what `/api/v1/pane-config` answers) as a JSON data block,
+//! `<script type="application/json" id="vmr-pane-config">`, so the pane
+//! renders without that round trip. [`json_for_html`] escapes `<`, `>`, `&`
+//! and the JavaScript line separators, so no value can end the element. The
+//! wasm and its JS glue are preloaded by the `<link rel="preload">` /
+//! `modulepreload` Trunk writes.
 
 use anyhow::{bail, Result};
 use axum::http::{header, HeaderValue};
@@ -23,8 +31,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::config::{IntegrationConfig, ServerConfig};
 use crate::manifest::xml_escape;
+use vmr_core::config::{IntegrationConfig, ServerConfig};
+use vmr_protocol::PaneConfig;
 
 /// The placeholder element in `addin/index.html`.
 pub const OFFICE_JS_ELEMENT: &str = r#"<script src="%OFFICE_JS_URL%"></script>"#;
@@ -78,15 +87,19 @@ impl PanePage {
         Ok(PanePage { html, csp })
     }
 
-    /// The HTTP answer: the page, never cached (it names hashed assets), with
-    /// the policy when there is one.
-    pub fn response(&self) -> Response {
+    /// The HTTP answer: the page with `config` embedded (when given), never
+    /// cached (it names hashed assets), with the policy when there is one.
+    pub fn response(&self, config: Option<&PaneConfig>) -> Response {
+        let html = match config {
+            Some(config) => embed_config(&self.html, config),
+            None => self.html.clone(),
+        };
         let mut response = (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-cache"),
             ],
-            self.html.clone(),
+            html,
         )
             .into_response();
         if let Some(csp) = &self.csp {
@@ -96,6 +109,42 @@ impl PanePage {
         }
         response
     }
+}
+
+/// Id of the embedded pane config element (the pane's `api.rs` reads it).
+pub const EMBEDDED_CONFIG_ID: &str = "vmr-pane-config";
+
+/// `html` with `config` as a JSON data block at the end of `<head>` (or
+/// before `<body>`/at the end when there is no `</head>`).
+pub fn embed_config(html: &str, config: &PaneConfig) -> String {
+    let element = format!(
+        "<script type=\"application/json\" id=\"{EMBEDDED_CONFIG_ID}\">{}</script>",
+        json_for_html(config)
+    );
+    match html.find("</head>") {
+        Some(at) => format!("{}{element}{}", &html[..at], &html[at..]),
+        None => format!("{html}{element}"),
+    }
+}
+
+/// JSON that is safe inside a `<script>` element: `<`, `>` and `&` as
+/// `\u003c`, `\u003e`, `\u0026` (so `</script>` and `<!--` cannot appear),
+/// and U+2028/U+2029 escaped. Only string contents can hold these
+/// characters, where the escapes mean the same.
+pub fn json_for_html(value: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The Content-Security-Policy for `html` in local mode.
@@ -256,6 +305,31 @@ mod tests {
             csp.contains("connect-src 'self' https://login.example.com;"),
             "{csp}"
         );
+    }
+
+    #[test]
+    fn embedded_config_is_inert_and_round_trips() {
+        let mut config = vmr_protocol::PaneConfig {
+            integration: "default".into(),
+            auth_method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
+            debug_logs: false,
+            texts: vmr_protocol::PaneTexts::default(),
+            naa: None,
+        };
+        config.texts.title = "</script><script>alert(1)</script> & <!-- \u{2028}".into();
+        let html = embed_config(BUILT, &config);
+        let start = html.find("id=\"vmr-pane-config\">").expect("element") + 21;
+        let body = &html[start..start + html[start..].find("</script>").expect("end")];
+        assert!(
+            !body.contains('<') && !body.contains('>') && !body.contains('&'),
+            "{body}"
+        );
+        assert!(!body.contains('\u{2028}'), "{body}");
+        let back: vmr_protocol::PaneConfig = serde_json::from_str(body).expect("JSON");
+        assert_eq!(back, config);
+        assert!(html.find("vmr-pane-config").expect("in") < html.find("</head>").expect("head"));
+        // The data block is not script: the policy's hashes stay the same.
+        assert_eq!(inline_scripts(&html), inline_scripts(BUILT));
     }
 
     #[test]

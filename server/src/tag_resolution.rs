@@ -14,10 +14,10 @@
 
 use vmr_protocol::tag::{find_tag, MeetingTag, PxpsId, TagError};
 
-use crate::deferral::{DeferralError, DeferralKeys, Statement};
 use crate::integration::Integration;
-use crate::meeting_tag::TagCheckError;
 use crate::storage::{Storage, StorageError};
+use vmr_core::deferral::{DeferralError, DeferralKeys, Statement};
+use vmr_core::meeting_tag::TagCheckError;
 
 /// A usable tag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::config::{HttpClientConfig, ServerConfig};
+use vmr_core::config::{HttpClientConfig, ServerConfig};
 
 /// Installs rustls' ring provider as the process default (idempotent).
 pub fn install_crypto_provider() {

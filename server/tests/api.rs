@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use vmr_core::config::{Config, Role};
 use vmr_protocol::tag::{find_tag, MeetingTag};
 use vmr_server::app::{serve, App};
-use vmr_server::config::{Config, Role};
 use vmr_server::storage::Storage;
 use vmr_simulator::exchange::IdentityClaims;
 use vmr_simulator::RunningSimulator;
@@ -368,12 +368,54 @@ async fn local_office_js_is_used_when_configured() {
          @microsoft/office-js (cargo xtask test runs it)",
         office_js.display()
     );
-    let h = start(Role::All, |c| c.server.office_js = "local".into()).await;
-    let html = h.get_text("/pane/").await;
+    // A static folder with the real office.js and a MicrosoftAjax.js (its
+    // content does not matter here; the browser tests use a stand-in).
+    let statics = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(statics.path().join("office-js")).expect("mkdir");
+    std::os::unix::fs::symlink(&office_js, statics.path().join("office-js/office.js"))
+        .expect("link");
+    std::fs::write(
+        statics.path().join("office-js/MicrosoftAjax.js"),
+        "/* test file */",
+    )
+    .expect("write");
+    let without = {
+        let mut c = Config::default();
+        c.server.office_js = "local".into();
+        c.server.static_dir = PathBuf::from("/nonexistent");
+        App::build(c).await.err().expect("local mode without files")
+    };
+    assert!(
+        format!("{without:#}").contains("server.office_js"),
+        "{without:#}"
+    );
+    let static_dir = statics.path().to_path_buf();
+    let h = start(Role::All, move |c| {
+        c.server.office_js = "local".into();
+        c.server.static_dir = static_dir;
+    })
+    .await;
+    let index = h.get("/pane/").await;
+    let csp = index.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    let html = index.text().await.expect("text");
     let local = format!("{}/office-js/office.js", h.origin);
-    assert!(html.contains(&format!("src=\"{local}\"")), "{html}");
-    let resp = h.client.get(&local).send().await.expect("get");
-    assert_eq!(resp.status().as_u16(), 200, "the local copy is served");
+    let ajax = format!("{}/office-js/MicrosoftAjax.js", h.origin);
+    let office_at = html.find(&format!("src=\"{local}\"")).expect("office.js");
+    let ajax_at = html
+        .find(&format!("src=\"{ajax}\""))
+        .expect("MicrosoftAjax.js");
+    assert!(ajax_at < office_at, "{html}");
+    for url in [local, ajax] {
+        let resp = h.client.get(&url).send().await.expect("get");
+        assert_eq!(resp.status().as_u16(), 200, "{url} is served");
+    }
 }
 
 /// `dist/`, the Trunk build of the pane. Panics when it is not built: the
@@ -520,13 +562,12 @@ async fn edge_defers_with_a_signed_statement_never_the_users_token() {
         !tok.contains(&token) && !token.contains(tok),
         "the user's token stays private"
     );
-    let keys =
-        vmr_server::deferral::DeferralKeys::from_config(&vmr_server::config::ManagementConfig {
-            deferral_key: Some(DEFERRAL_KEY.into()),
-            ..Default::default()
-        })
-        .expect("keys")
-        .expect("configured");
+    let keys = vmr_core::deferral::DeferralKeys::from_config(&vmr_core::config::ManagementConfig {
+        deferral_key: Some(DEFERRAL_KEY.into()),
+        ..Default::default()
+    })
+    .expect("keys")
+    .expect("configured");
     let now = vmr_core::clock::SystemClock;
     let statement = keys
         .verify(tok, vmr_core::clock::Clock::now_unix(&now))

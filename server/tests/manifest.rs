@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use roxmltree::{Document, Node};
-use vmr_server::config::{Config, IntegrationConfig, ServerConfig};
+use vmr_core::config::{Config, IntegrationConfig, ServerConfig};
 use vmr_server::manifest::render;
 
 const NS_APP: &str = "http://schemas.microsoft.com/office/appforoffice/1.1";

@@ -22,13 +22,13 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use uuid::Uuid;
 use vmr_auth::Identity;
+use vmr_core::config::{IntegrationConfig, ServerConfig};
+use vmr_core::meeting_tag::TagKey;
+use vmr_core::templates::TemplateSet;
 use vmr_protocol::{AliasResponse, AuthMethod};
 use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError};
-use vmr_server::config::{IntegrationConfig, ServerConfig};
 use vmr_server::integration::Integration;
-use vmr_server::meeting_tag::TagKey;
 use vmr_server::storage::{NewAlias, Storage};
-use vmr_server::templates::TemplateSet;
 
 /// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
 const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";

@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Connection, Executor, Row};
 use uuid::Uuid;
+use vmr_core::config::{Config, Role};
 use vmr_server::app::{serve, App};
-use vmr_server::config::{Config, Role};
 use vmr_server::storage::{NewAlias, Storage, StorageError};
 use vmr_simulator::exchange::IdentityClaims;
 

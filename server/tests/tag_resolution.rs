@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 
 use vmr_auth::Identity;
+use vmr_core::config::{IntegrationConfig, ManagementConfig, ServerConfig};
+use vmr_core::deferral::{DeferralError, DeferralKeys};
+use vmr_core::meeting_tag::{TagCheckError, TagKey};
 use vmr_core::secret::Secret;
+use vmr_core::templates::TemplateSet;
 use vmr_protocol::tag::tok_tag_lines;
 use vmr_protocol::AuthMethod;
-use vmr_server::config::{IntegrationConfig, ManagementConfig, ServerConfig};
-use vmr_server::deferral::{DeferralError, DeferralKeys};
 use vmr_server::integration::Integration;
-use vmr_server::meeting_tag::{TagCheckError, TagKey};
 use vmr_server::storage::Storage;
 use vmr_server::tag_resolution::{resolve, MeetingFacts, ResolvedTag, TagRejection};
-use vmr_server::templates::TemplateSet;
 
 const UUID: &str = "00112233445566778899aabbccddeeff";
 const NOW: i64 = 1_800_000_000;

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use fantoccini::Locator;
 use serde_json::Value;
+use vmr_core::config::{MICROSOFT_AJAX_CDN, MICROSOFT_AJAX_FILE};
 use vmr_e2e::blocking_proxy::BlockingProxy;
 use vmr_e2e::{root, Browser, ServerProcess, ServerSetup, Sim};
-use vmr_server::config::{MICROSOFT_AJAX_CDN, MICROSOFT_AJAX_FILE};
 
 /// How Outlook on each platform opens the pane (`_host_Info` query value).
 const HOSTS: [(&str, &str); 3] = [

@@ -1,13 +1,14 @@
 //! End-to-end with separate edge and management processes: the deferred
-//! path (management down → placeholder + TOK in the meeting), and the same
-//! TOK accepted later by the function the mailbox processor uses.
+//! path (management down → placeholder + a TOK the edge signed, never the
+//! user's token), and the same TOK accepted later — once, for its organizer —
+//! by the function the mailbox processor uses.
 
 use anyhow::{bail, Result};
+use vmr_core::config::Config;
 use vmr_e2e::{Browser, ServerProcess, ServerSetup, Sim};
 use vmr_protocol::tag::{find_tag, html_to_plain, MeetingTag};
 use vmr_server::app::App;
-use vmr_server::config::Config;
-use vmr_server::tag_resolution::{resolve, ResolvedTag};
+use vmr_server::tag_resolution::{resolve, MeetingFacts, ResolvedTag, TagRejection};
 use vmr_simulator::outlook::ComposeScenario;
 
 async fn add_vmr(b: &Browser, sim: &Sim, pane_url: &str, want: &str) -> Result<String> {
@@ -38,9 +39,15 @@ async fn deferred_token_is_accepted_once_management_is_back() -> Result<()> {
 
     // 1. Management is not running: the pane inserts placeholder + TOK.
     let body = add_vmr(&b, &sim, &edge.pane_url(), "state-management-down").await?;
-    let Some(Ok(MeetingTag::Tok(_))) = find_tag(&body, true) else {
+    let Some(Ok(MeetingTag::Tok(tok))) = find_tag(&body, true) else {
         bail!("no TOK in {body}");
     };
+    // A deferral statement (HS256, typ vmr-tok), not the user's RS256 token.
+    let header = tok.split('.').next().unwrap_or_default();
+    assert!(
+        header.starts_with("eyJhbGciOiJIUzI1NiIs"),
+        "not a statement: {tok}"
+    );
     assert!(html_to_plain(&body).contains("Joining instructions will be sent"));
 
     // 2. Management starts; the mailbox processor's check accepts that TOK.
@@ -51,21 +58,39 @@ async fn deferred_token_is_accepted_once_management_is_back() -> Result<()> {
     )?;
     let app = App::build(config).await?;
     let integration = &app.integrations["default"];
+    let Some(storage) = app.storage.as_ref() else {
+        bail!("management has a database");
+    };
+    let keys = app.deferral_keys.as_ref();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    match resolve(&body, true, integration, &app.validator, now).await {
-        Ok(ResolvedTag::Deferred { identity, .. }) => {
-            assert_eq!(identity.email.as_deref(), Some("alice@example.com"));
+    let meeting = MeetingFacts {
+        uid: "e2e-meeting-1",
+        organizer_email: "alice@example.com",
+        delegates: &[],
+    };
+    match resolve(&body, true, integration, keys, storage, meeting, now).await {
+        Ok(ResolvedTag::Deferred(statement)) => {
+            assert_eq!(statement.email.as_deref(), Some("alice@example.com"));
         }
         other => bail!("the TOK was not accepted: {other:?}"),
+    }
+    // The same TOK in another meeting is refused.
+    let copied = MeetingFacts {
+        uid: "e2e-meeting-2",
+        ..meeting
+    };
+    match resolve(&body, true, integration, keys, storage, copied, now).await {
+        Err(TagRejection::Replayed) => {}
+        other => bail!("a copied TOK must be refused: {other:?}"),
     }
 
     // 3. With management up, the edge forwards and a real alias comes back.
     let body = add_vmr(&b, &sim, &edge.pane_url(), "state-success").await?;
     match find_tag(&body, true) {
         Some(Ok(MeetingTag::Pxps(id))) => {
-            match resolve(&body, true, integration, &app.validator, now).await {
+            match resolve(&body, true, integration, keys, storage, meeting, now).await {
                 Ok(ResolvedTag::Alias(found)) => assert_eq!(found, id),
                 other => bail!("management's own tag was refused: {other:?}"),
             }
