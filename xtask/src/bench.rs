@@ -397,7 +397,7 @@ fn alias_request_lua(token_source: &str) -> String {
 
 /// Signs `count` identity tokens for distinct users `{prefix}{i}@example.com`,
 /// on every core (RSA signing is the slow part of preparing a run).
-fn sign_tokens(sim: &Sim, server: &ServerProcess, prefix: &str, count: u64) -> Vec<String> {
+fn sign_tokens(sim: &Sim, server: &ServerProcess, prefix: &str, count: u64) -> Result<Vec<String>> {
     let issuer = &sim.running.simulator.exchange;
     let pane_url = server.setup.pane_url();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
@@ -420,18 +420,26 @@ fn sign_tokens(sim: &Sim, server: &ServerProcess, prefix: &str, count: u64) -> V
             })
             .collect();
         for h in handles {
-            tokens.extend(h.join().unwrap_or_default());
+            match h.join() {
+                Ok(part) => tokens.extend(part),
+                Err(_) => bail!("a token-signing thread panicked"),
+            }
         }
-    });
-    tokens
+        Ok(())
+    })?;
+    Ok(tokens)
 }
 
 /// Writes `tokens` as [`WRK_THREADS`] files `tokens-<thread>.txt` in `dir`,
 /// one token a line, so each wrk thread reads (and holds) only its share.
 fn write_token_files(dir: &Path, tokens: &[String]) -> Result<()> {
-    let share = tokens.len().div_ceil(WRK_THREADS).max(1);
-    for (i, chunk) in tokens.chunks(share).enumerate() {
-        std::fs::write(dir.join(format!("tokens-{i}.txt")), chunk.join("\n") + "\n")?;
+    let share = tokens.len().div_ceil(WRK_THREADS);
+    for i in 0..WRK_THREADS {
+        let start = (i * share).min(tokens.len());
+        let end = ((i + 1) * share).min(tokens.len());
+        let mut text = tokens[start..end].join("\n");
+        text.push('\n');
+        std::fs::write(dir.join(format!("tokens-{i}.txt")), text)?;
     }
     Ok(())
 }
@@ -468,7 +476,7 @@ async fn throughput(
 
     // Cached: `--users` users, each with their own token, round-robin: every
     // token is verified in full once, then remembered (as Outlook resends it).
-    let cached_tokens = sign_tokens(sim, server, "user", args.users);
+    let cached_tokens = sign_tokens(sim, server, "user", args.users)?;
     let list = cached_tokens
         .iter()
         .map(|t| format!("\"{t}\""))
@@ -489,7 +497,7 @@ async fn throughput(
     // the full RS256 path. Each wrk thread reads its own share of the tokens;
     // one that runs out stops and says so, and the run then does not count.
     let started = Instant::now();
-    let fresh_tokens = sign_tokens(sim, server, "fresh", args.fresh_tokens);
+    let fresh_tokens = sign_tokens(sim, server, "fresh", args.fresh_tokens)?;
     eprintln!(
         "xtask bench: signed {} fresh tokens in {:.1} s",
         fresh_tokens.len(),
