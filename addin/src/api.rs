@@ -1,5 +1,11 @@
 //! The pane's HTTP client for its own origin: `GET /api/v1/pane-config` and
 //! `POST /api/v1/alias`, with the JSON types from `vmr_protocol`.
+//!
+//! The server embeds the pane config in `index.html` (a JSON
+//! `<script id="vmr-pane-config">`) when the page URL names the
+//! integration, so the pane usually needs no config request at all; the
+//! fetch is the fallback when the element is absent or is for another
+//! integration.
 
 use vmr_protocol::{
     AliasRequest, AliasResponse, ApiError, PaneConfig, ALIAS_PATH, PANE_CONFIG_PATH,
@@ -86,21 +92,47 @@ fn decode<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, 
     Err(ApiFailure::Rejected { status, error })
 }
 
-/// `GET /api/v1/pane-config?integration=…`. The request leaves when this is
+/// Id of the `<script type="application/json">` element holding the
+/// embedded pane config (written by the server's `pane_page.rs`).
+pub const EMBEDDED_CONFIG_ID: &str = "vmr-pane-config";
+
+/// The pane config the server embedded in the page, if it is there, parses,
+/// and is for `integration`.
+pub fn embedded_pane_config(integration: &str) -> Option<PaneConfig> {
+    let text = web_sys::window()?
+        .document()?
+        .get_element_by_id(EMBEDDED_CONFIG_ID)?
+        .text_content()?;
+    from_json::<PaneConfig>(&text)
+        .ok()
+        .filter(|c| c.integration == integration)
+}
+
+/// The pane config: embedded in the page, else `GET
+/// /api/v1/pane-config?integration=…`. The request leaves when this is
 /// called, so the pane can wait for Office.js meanwhile.
 pub fn pane_config(
     integration: &str,
 ) -> impl std::future::Future<Output = Result<PaneConfig, ApiFailure>> {
-    let url = format!(
-        "{PANE_CONFIG_PATH}?integration={}",
-        js_sys::encode_uri_component(integration)
-    );
-    let sent = Request::new_with_str(&url)
-        .map(send)
-        .map_err(|e| ApiFailure::Unreachable(js_text(&e)));
+    let embedded = embedded_pane_config(integration);
+    let sent = embedded.is_none().then(|| {
+        let url = format!(
+            "{PANE_CONFIG_PATH}?integration={}",
+            js_sys::encode_uri_component(integration)
+        );
+        Request::new_with_str(&url)
+            .map(send)
+            .map_err(|e| ApiFailure::Unreachable(js_text(&e)))
+    });
     async move {
-        let (status, text) = sent?.await?;
-        decode(status, &text)
+        match (embedded, sent) {
+            (Some(config), _) => Ok(config),
+            (None, Some(sent)) => {
+                let (status, text) = sent?.await?;
+                decode(status, &text)
+            }
+            (None, None) => Err(ApiFailure::Unreachable("no pane config".into())),
+        }
     }
 }
 
