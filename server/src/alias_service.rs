@@ -16,9 +16,9 @@ use uuid::Uuid;
 use vmr_protocol::{AliasResponse, Instructions};
 
 use crate::integration::Integration;
-use crate::storage::{NewAlias, Storage, StorageError};
 use vmr_auth::Identity;
 use vmr_core::templates::{html_to_text, TemplateError};
+use vmr_store::{NewAlias, Storage, StorageError};
 
 /// Draws before giving up on one request (each collision is one draw).
 const MAX_DRAWS: u32 = 32;

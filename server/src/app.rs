@@ -16,7 +16,6 @@ use rand::RngCore;
 
 use crate::alias_service::{now_unix, AliasStats};
 use crate::integration::Integration;
-use crate::storage::Storage;
 use crate::{http, tls};
 use vmr_auth::TokenValidator;
 use vmr_core::clock::SharedClock;
@@ -25,6 +24,7 @@ use vmr_core::deferral::DeferralKeys;
 use vmr_core::meeting_tag::TagKey;
 use vmr_core::quota::AllocationLimits;
 use vmr_core::templates::TemplateSet;
+use vmr_store::Storage;
 
 /// Marker in `addin/index.html` replaced by the Office.js URL.
 pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";

@@ -4,7 +4,7 @@
 //! Start at [`app`] (start-up) and [`http`] (routes); the request path for
 //! `POST /api/v1/alias` is `http` → `vmr_auth` (who is asking) →
 //! [`alias_service`] (unique alias, [`meeting_tag`], [`templates`]) →
-//! [`storage`]. On an edge, `http` hands the request to [`edge`] instead.
+//! `vmr_store`. On an edge, `http` hands the request to [`edge`] instead.
 //! `ARCHITECTURE.md` at the repository root has the full map and invariants.
 
 pub mod alias_service;
@@ -16,6 +16,5 @@ pub mod integration;
 pub mod manifest;
 pub mod metrics;
 pub mod pane_page;
-pub mod storage;
 pub mod tag_resolution;
 pub mod tls;

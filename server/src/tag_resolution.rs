@@ -15,9 +15,9 @@
 use vmr_protocol::tag::{find_tag, MeetingTag, PxpsId, TagError};
 
 use crate::integration::Integration;
-use crate::storage::{Storage, StorageError};
 use vmr_core::deferral::{DeferralError, DeferralKeys, Statement};
 use vmr_core::meeting_tag::TagCheckError;
+use vmr_store::{Storage, StorageError};
 
 /// A usable tag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use vmr_core::templates::TemplateSet;
 use vmr_protocol::{AliasResponse, AuthMethod};
 use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError};
 use vmr_server::integration::Integration;
-use vmr_server::storage::{NewAlias, Storage};
+use vmr_store::{NewAlias, Storage};
 
 /// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
 const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";
@@ -322,13 +322,14 @@ async fn migrations_apply_and_reopen_is_idempotent(db: &TestDb) {
         .expect("insert"));
     drop(storage);
 
-    let migration_files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .expect("migrations dir")
-        .filter(|f| {
-            f.as_ref()
-                .is_ok_and(|f| f.path().extension().is_some_and(|x| x == "sql"))
-        })
-        .count() as i64;
+    let migration_files =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../store/migrations"))
+            .expect("migrations dir")
+            .filter(|f| {
+                f.as_ref()
+                    .is_ok_and(|f| f.path().extension().is_some_and(|x| x == "sql"))
+            })
+            .count() as i64;
     for round in 0..3 {
         // Sequential reopens and, in the last round, two at once.
         let handles = if round < 2 {

@@ -18,8 +18,8 @@ use sqlx::{AnyConnection, Connection, Executor, Row};
 use uuid::Uuid;
 use vmr_core::config::{Config, Role};
 use vmr_server::app::{serve, App};
-use vmr_server::storage::{NewAlias, Storage, StorageError};
 use vmr_simulator::exchange::IdentityClaims;
+use vmr_store::{NewAlias, Storage, StorageError};
 
 /// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
 const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::{AnyConnection, Connection, Executor};
 use uuid::Uuid;
-use vmr_server::storage::{NewAlias, Storage};
+use vmr_store::{NewAlias, Storage};
 
 const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";
 /// Concurrent inserting tasks (like wrk's 64 connections in `cargo xtask bench`).

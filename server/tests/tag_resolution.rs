@@ -14,8 +14,8 @@ use vmr_core::templates::TemplateSet;
 use vmr_protocol::tag::tok_tag_lines;
 use vmr_protocol::AuthMethod;
 use vmr_server::integration::Integration;
-use vmr_server::storage::Storage;
 use vmr_server::tag_resolution::{resolve, MeetingFacts, ResolvedTag, TagRejection};
+use vmr_store::Storage;
 
 const UUID: &str = "00112233445566778899aabbccddeeff";
 const NOW: i64 = 1_800_000_000;

@@ -1,36 +1,13 @@
-//! Storage: one schema, two engines (SQLite by default, PostgreSQL by URL).
+//! The `scheduled_alias` table: every alias ever handed out, one row each,
+//! never reused (states allocated → bound → deleted).
 //!
-//! Everything goes through sqlx's `Any` driver with portable SQL and `$n`
-//! placeholders (SQLite accepts them too), so there is exactly one set of
-//! queries and one set of migrations (`server/migrations/`), applied at
-//! start. SQLite runs in WAL mode with a busy timeout so several connections
-//! (and processes) can share one file.
-//!
-//! Only the management role opens storage; the edge never touches it.
+//! Inserts go through one writer task per [`Storage`] handle that commits
+//! whatever has queued up in one transaction (group commit).
 
-use std::time::Duration;
-
-use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-/// A storage failure, with what was being done.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("cannot open database {url}: {source}")]
-    Open { url: String, source: sqlx::Error },
-    #[error("cannot apply database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error while inserting aliases: {0}")]
-    Batch(String),
-    #[error("cannot store the alias: its {field} contains a NUL character, which PostgreSQL cannot store in text")]
-    NulInText { field: &'static str },
-    #[error("database error while {doing}: {source}")]
-    Query {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
-}
+use crate::{query_err, Storage, StorageError};
 
 /// An alias row about to be inserted.
 #[derive(Debug, Clone)]
@@ -82,17 +59,9 @@ pub struct StoredAlias {
     pub organizer_email: Option<String>,
 }
 
-/// The database handle (cheap to clone).
-#[derive(Clone, Debug)]
-pub struct Storage {
-    pool: AnyPool,
-    sqlite: bool,
-    writer: mpsc::Sender<InsertJob>,
-}
-
 /// Most inserts one group commit carries (each is its own execution of one
 /// prepared statement; they share the transaction and its commit).
-const MAX_BATCH: usize = 256;
+pub(crate) const MAX_BATCH: usize = 256;
 
 /// An alias row queued for the writer task.
 #[derive(Debug)]
@@ -130,13 +99,13 @@ impl From<&NewAlias<'_>> for OwnedAlias {
 }
 
 #[derive(Debug)]
-struct InsertJob {
+pub(crate) struct InsertJob {
     row: OwnedAlias,
     reply: oneshot::Sender<Result<bool, StorageError>>,
 }
 
 /// Commits queued inserts in batches until every [`Storage`] clone is gone.
-async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
+pub(crate) async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -209,70 +178,7 @@ async fn insert_batch(pool: &AnyPool, rows: &[&OwnedAlias]) -> Result<Vec<bool>,
     Ok(inserted)
 }
 
-fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
-    move |source| StorageError::Query { doing, source }
-}
-
 impl Storage {
-    /// Opens (creating a SQLite file if needed) and migrates.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Storage, StorageError> {
-        sqlx::any::install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let connect_url = if sqlite && !url.contains("mode=") && !url.contains(":memory:") {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}mode=rwc")
-        } else {
-            url.to_string()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&connect_url)
-            .await
-            .map_err(|source| StorageError::Open {
-                url: redact(url),
-                source,
-            })?;
-        // sqlx takes no migration lock on SQLite: two processes opening one
-        // fresh file at once can race; the loser retries and finds it done.
-        let mut attempt = 0;
-        loop {
-            match sqlx::migrate!("./migrations").run(&pool).await {
-                Ok(()) => break,
-                Err(e) if sqlite && attempt < 3 => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "migration raced; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(alias_writer(pool.clone(), jobs));
-        Ok(Storage {
-            pool,
-            sqlite,
-            writer,
-        })
-    }
-
-    /// Whether this is the SQLite engine.
-    pub fn is_sqlite(&self) -> bool {
-        self.sqlite
-    }
-
     /// Inserts `alias` unless its numeric alias was ever issued before in its
     /// integration. Returns whether the row was inserted.
     ///
@@ -358,102 +264,5 @@ impl Storage {
             .map(|r| r.try_get::<String, _>("numeric_alias"))
             .collect::<Result<_, _>>()
             .map_err(query_err("listing aliases"))
-    }
-
-    /// The integration's tag key, creating `candidate` as the key if none is
-    /// stored yet. Concurrent first starts agree on one key.
-    pub async fn tag_key(
-        &self,
-        integration: &str,
-        candidate: &str,
-        now: i64,
-    ) -> Result<String, StorageError> {
-        sqlx::query(
-            "INSERT INTO integration_secret (integration, tag_key, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (integration) DO NOTHING",
-        )
-        .bind(integration)
-        .bind(candidate)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("storing the tag key"))?;
-        let row = sqlx::query("SELECT tag_key FROM integration_secret WHERE integration = $1")
-            .bind(integration)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("reading the tag key"))?;
-        row.try_get("tag_key")
-            .map_err(query_err("reading the tag key"))
-    }
-
-    /// Accepts a deferral statement's `nonce` for the meeting `meeting_uid`:
-    /// `true` when the nonce is new (recorded now) or was already accepted for
-    /// this same meeting (a re-run after a crash), `false` when another meeting
-    /// used it first (a replayed or copied TOK).
-    pub async fn accept_deferral_nonce(
-        &self,
-        nonce: &str,
-        integration: &str,
-        meeting_uid: &str,
-        requester_id: &str,
-        now: i64,
-    ) -> Result<bool, StorageError> {
-        sqlx::query(
-            "INSERT INTO deferral_nonce (nonce, integration, meeting_uid, requester_id, accepted_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (nonce) DO NOTHING",
-        )
-        .bind(nonce)
-        .bind(integration)
-        .bind(meeting_uid)
-        .bind(requester_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("recording a deferral nonce"))?;
-        let row = sqlx::query("SELECT meeting_uid FROM deferral_nonce WHERE nonce = $1")
-            .bind(nonce)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("reading a deferral nonce"))?;
-        let owner: String = row
-            .try_get("meeting_uid")
-            .map_err(query_err("reading a deferral nonce"))?;
-        Ok(owner == meeting_uid)
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("checking the database"))?;
-        Ok(())
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://vmr:secret@127.0.0.1:5432/vmr"),
-            "postgres://vmr:***@127.0.0.1:5432/vmr"
-        );
-        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
     }
 }
