@@ -240,7 +240,12 @@ impl ServerSetup {
             );
         }
         if let Some(url) = &self.management_url {
-            t.push_str(&format!("url = {}\n", q(url)));
+            // Inside [management], whatever tables follow it.
+            t = t.replacen(
+                "[management]\n",
+                &format!("[management]\nurl = {}\n", q(url)),
+                1,
+            );
         }
         t.push_str(&format!(
             "[[integration]]\nid = \"default\"\nresource_email = \"vmr@example.com\"\n\
