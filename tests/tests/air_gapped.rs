@@ -475,3 +475,25 @@ async fn office_js_without_microsoft_ajax_outside_local_mode_is_blocked_and_expl
     b.close().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn office_js_that_does_not_load_is_named() -> Result<()> {
+    let sim = Sim::start().await?;
+    let statics = static_dir(false)?;
+    let mut setup = local_setup(&sim, statics.path())?;
+    let missing = format!("{}/office-js/no-such-office.js", setup.origin());
+    setup.office_js = missing.clone();
+    let server = ServerProcess::start(setup)?;
+    let proxy = BlockingProxy::start().await?;
+    let b = browser(&proxy).await?;
+    let seen = open_as(&b, &server.setup.pane_url(), HOSTS[0].1).await?;
+    b.screenshot("office-js-missing").await?;
+    assert_failed_in_time("win32", &seen);
+    assert!(
+        seen.text.contains(&format!("could not load {missing}")),
+        "{}",
+        seen.text
+    );
+    b.close().await;
+    Ok(())
+}
