@@ -14,7 +14,10 @@
 //!   `/healthz` rate; twice: with cached tokens (`--users` users, each token
 //!   verified once and then remembered, as Outlook resends it) and with a
 //!   fresh token on every request (every request takes the full RS256 path).
-//!   Only 2xx answers count (a wrk Lua script counts them per thread);
+//!   Only 2xx answers count (a wrk Lua script counts them per thread). The
+//!   fresh tokens are signed before the runs (RSA signing in the simulator
+//!   manages a few hundred a second on two cores, so `--fresh-tokens` sets
+//!   how long that takes; the run fails if it uses them all up);
 //! * `unique` — N allocations through 4 edge processes into one management
 //!   process, then a duplicate count (`--unique N`, default 1,000,000; 0
 //!   leaves it out); any duplicate fails the bench.
@@ -57,7 +60,7 @@ pub struct BenchArgs {
     pub users: u64,
     /// Tokens signed in advance for the fresh-token run; the run fails if it
     /// needs more (one per request).
-    #[arg(long, default_value = "100_000", value_parser = parse_count)]
+    #[arg(long, default_value = "60_000", value_parser = parse_count)]
     pub fresh_tokens: u64,
     /// Run only these sections (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -170,23 +173,55 @@ async fn idle_rss(server: &ServerProcess) -> Result<()> {
     Ok(())
 }
 
+/// The add-in host every allocation-run server answers for, so one set of
+/// signed tokens (their audience is the pane URL) serves both engines.
+const BENCH_PUBLIC_HOST: &str = "vmr.bench.test";
+
 async fn allocation(args: &BenchArgs, sim: &Sim, setup: &ServerSetup) -> Result<()> {
     println!(
         "\n== alias allocation, {CLIENTS} concurrent HTTPS clients (wrk), {}s runs, 2xx answers only ==",
         args.duration
     );
+    let mut setup = setup.clone();
+    setup.public_host = Some(BENCH_PUBLIC_HOST.to_string());
+    // Signed once: each server process has its own token cache, so a token
+    // is new to each of them.
+    let started = Instant::now();
+    let tokens = BenchTokens {
+        cached: sign_tokens(sim, &setup.pane_url(), "user", args.users)?,
+        fresh: sign_tokens(sim, &setup.pane_url(), "fresh", args.fresh_tokens)?,
+        dir: tempfile::tempdir()?,
+    };
+    write_token_files(tokens.dir.path(), &tokens.fresh)?;
+    eprintln!(
+        "xtask bench: signed {} + {} tokens in {:.1} s",
+        tokens.cached.len(),
+        tokens.fresh.len(),
+        started.elapsed().as_secs_f64()
+    );
+
     let sqlite = ServerProcess::start(setup.clone())?;
-    throughput(args, "SQLite", sim, &sqlite).await?;
+    throughput(args, "SQLite", &tokens, &sqlite).await?;
     drop(sqlite);
     let pg = postgres::start()?;
     let mut pg_setup = setup.clone();
     pg_setup.port = vmr_e2e::free_port()?;
     pg_setup.storage_url = Some(pg.url.clone());
     let pg_server = ServerProcess::start(pg_setup)?;
-    throughput(args, "PostgreSQL", sim, &pg_server).await?;
+    throughput(args, "PostgreSQL", &tokens, &pg_server).await?;
     drop(pg_server);
     drop(pg);
     Ok(())
+}
+
+/// The tokens of the allocation runs.
+struct BenchTokens {
+    /// `--users` tokens, sent round-robin (verified once each, then cached).
+    cached: Vec<String>,
+    /// `--fresh-tokens` tokens, each sent once.
+    fresh: Vec<String>,
+    /// Holds `fresh` as one file per wrk thread (see [`write_token_files`]).
+    dir: tempfile::TempDir,
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -397,21 +432,20 @@ fn alias_request_lua(token_source: &str) -> String {
 
 /// Signs `count` identity tokens for distinct users `{prefix}{i}@example.com`,
 /// on every core (RSA signing is the slow part of preparing a run).
-fn sign_tokens(sim: &Sim, server: &ServerProcess, prefix: &str, count: u64) -> Result<Vec<String>> {
+/// `pane_url` is the audience.
+fn sign_tokens(sim: &Sim, pane_url: &str, prefix: &str, count: u64) -> Result<Vec<String>> {
     let issuer = &sim.running.simulator.exchange;
-    let pane_url = server.setup.pane_url();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let mut tokens = Vec::with_capacity(count as usize);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let pane_url = pane_url.clone();
                 scope.spawn(move || {
                     (w..count)
                         .step_by(workers as usize)
                         .map(|i| {
                             issuer.identity_token(&IdentityClaims::new(
-                                pane_url.clone(),
+                                pane_url.to_string(),
                                 format!("{prefix}{i}@example.com"),
                             ))
                         })
@@ -447,24 +481,20 @@ fn write_token_files(dir: &Path, tokens: &[String]) -> Result<()> {
 async fn throughput(
     args: &BenchArgs,
     engine: &str,
-    sim: &Sim,
+    tokens: &BenchTokens,
     server: &ServerProcess,
 ) -> Result<()> {
     let http = client()?;
     let origin = server.origin();
     let alias_url = format!("{origin}/api/v1/alias");
-    let token = sim
-        .running
-        .simulator
-        .exchange
-        .identity_token(&IdentityClaims::new(
-            server.setup.pane_url(),
-            "bench@example.com".to_string(),
-        ));
+    let warm_token = tokens
+        .cached
+        .first()
+        .context("--users must be at least 1")?;
     // Warm up the metadata cache, and prove the request is right.
     let warm = http
         .post(&alias_url)
-        .bearer_auth(&token)
+        .bearer_auth(warm_token)
         .json(&serde_json::json!({"integration": "default", "subject": "bench"}))
         .send()
         .await?;
@@ -476,8 +506,8 @@ async fn throughput(
 
     // Cached: `--users` users, each with their own token, round-robin: every
     // token is verified in full once, then remembered (as Outlook resends it).
-    let cached_tokens = sign_tokens(sim, server, "user", args.users)?;
-    let list = cached_tokens
+    let list = tokens
+        .cached
         .iter()
         .map(|t| format!("\"{t}\""))
         .collect::<Vec<_>>()
@@ -496,16 +526,7 @@ async fn throughput(
     // Fresh: a token never seen before on every request, so each one takes
     // the full RS256 path. Each wrk thread reads its own share of the tokens;
     // one that runs out stops and says so, and the run then does not count.
-    let started = Instant::now();
-    let fresh_tokens = sign_tokens(sim, server, "fresh", args.fresh_tokens)?;
-    eprintln!(
-        "xtask bench: signed {} fresh tokens in {:.1} s",
-        fresh_tokens.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let dir = tempfile::tempdir()?;
-    write_token_files(dir.path(), &fresh_tokens)?;
-    let dir_lua = dir.path().to_str().context("non-UTF-8 temp dir")?;
+    let dir_lua = tokens.dir.path().to_str().context("non-UTF-8 temp dir")?;
     let fresh = wrk(
         &alias_url,
         &alias_request_lua(&format!(
@@ -533,7 +554,7 @@ async fn throughput(
         bail!(
             "the fresh-token run used up its {} tokens before {} s were over, so its rate \
              would be wrong; raise --fresh-tokens (or lower --duration)",
-            fresh_tokens.len(),
+            tokens.fresh.len(),
             args.duration
         );
     }
