@@ -1,15 +1,16 @@
 //! Allocation throughput of the storage layer alone (no HTTP, no tokens):
 //! [`CLIENTS`] tasks insert distinct aliases through
 //! [`Storage::insert_alias_if_new`] as fast as the writer task commits them,
-//! and the rate is printed. A measurement, not a check (it only asserts that
-//! every row went in), so it is ignored by default; run it optimised:
+//! and the rate is printed. A measurement, not a test (it only checks that
+//! every row went in), so `cargo test` does not run it:
 //!
 //! ```text
-//! cargo test --release -p vmr-server --test storage_bench -- --ignored --nocapture
+//! cargo bench -p vmr-server --bench storage_alloc              # SQLite
+//! VMR_TEST_POSTGRES_URL=postgres://… cargo bench -p vmr-server --bench storage_alloc -- postgres
 //! ```
 //!
-//! The PostgreSQL half needs `VMR_TEST_POSTGRES_URL` (a server it may create
-//! a database on) and fails without it.
+//! `postgres` needs `VMR_TEST_POSTGRES_URL` (a server it may create a
+//! database on) and fails without it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,19 +83,13 @@ async fn bench(engine: &str, url: &str) {
     assert_eq!(count, (ROUNDS * rows) as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
-async fn sqlite_allocation_throughput() {
-    sqlx::any::install_default_drivers();
+async fn sqlite() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     bench("sqlite", &url).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark and needs PostgreSQL: run with --release -- --ignored --nocapture"]
-async fn postgres_allocation_throughput() {
-    sqlx::any::install_default_drivers();
+async fn postgres() {
     let server = match std::env::var(PG_ENV) {
         Ok(url) if !url.trim().is_empty() => url,
         _ => panic!("{PG_ENV} is not set: this benchmark needs a PostgreSQL server"),
@@ -110,4 +105,21 @@ async fn postgres_allocation_throughput() {
     let _ = admin
         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await;
+}
+
+/// Runs the engine named on the command line (`sqlite`, the default, or
+/// `postgres`); other arguments (cargo passes `--bench`) are ignored.
+fn main() {
+    sqlx::any::install_default_drivers();
+    let postgres_wanted = std::env::args().any(|a| a == "postgres");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if postgres_wanted {
+        runtime.block_on(postgres());
+    } else {
+        runtime.block_on(sqlite());
+    }
 }
