@@ -209,25 +209,18 @@ pub fn pane() -> Html {
                 if let Err(e) = &fetched {
                     debug::log(format!("pane config: {e}"));
                 }
-                let next = match (&host, &fetched) {
-                    (Err(why), _) => Phase::OfficeFailed(why.clone()),
-                    (Ok(Host::NoOfficeJs), _) => {
-                        Phase::OfficeFailed("Office.js is not loaded.".into())
-                    }
-                    (Ok(Host::NotInOffice), _) => Phase::NotInOutlook(
-                        "This page is an Outlook add-in: open it from a meeting in Outlook.".into(),
-                    ),
-                    (Ok(Host::Office(_)), Err(_)) => Phase::Unavailable,
-                    (Ok(Host::Office(_)), Ok(_)) => match office::appointment() {
-                        Ok(_) => Phase::Ready,
-                        Err(NotCompose::NoItem | NotCompose::NotOrganizing) => Phase::NotOrganizing,
-                    },
-                };
-                if next == Phase::Ready {
-                    mark("vmr-ready");
-                }
+                let next = phase_for(&host, fetched.is_ok());
+                let loaded = fetched.is_ok();
                 config.set(fetched.ok());
                 phase.set(next);
+                if host.is_err() {
+                    // An Outlook slower than the timeout still gets its pane.
+                    let late = office::on_ready().await;
+                    if let Host::Office(name) = &late {
+                        debug::log(format!("Office.js ready in {name}, after the timeout"));
+                        phase.set(phase_for(&Ok(late), loaded));
+                    }
+                }
             });
         });
     }
@@ -256,6 +249,26 @@ pub fn pane() -> Html {
         })
     };
     view(&phase, config.as_ref(), onclick)
+}
+
+/// What to show once Office.js has started (or not) and the config is known.
+fn phase_for(host: &Result<Host, String>, config_loaded: bool) -> Phase {
+    let next = match host {
+        Err(why) => Phase::OfficeFailed(why.clone()),
+        Ok(Host::NoOfficeJs) => Phase::OfficeFailed("Office.js is not loaded.".into()),
+        Ok(Host::NotInOffice) => Phase::NotInOutlook(
+            "This page is an Outlook add-in: open it from a meeting in Outlook.".into(),
+        ),
+        Ok(Host::Office(_)) if !config_loaded => Phase::Unavailable,
+        Ok(Host::Office(_)) => match office::appointment() {
+            Ok(_) => Phase::Ready,
+            Err(NotCompose::NoItem | NotCompose::NotOrganizing) => Phase::NotOrganizing,
+        },
+    };
+    if next == Phase::Ready {
+        mark("vmr-ready");
+    }
+    next
 }
 
 /// A `performance.mark` (read by `cargo xtask bench`; harmless elsewhere).

@@ -497,3 +497,39 @@ async fn office_js_that_does_not_load_is_named() -> Result<()> {
     b.close().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outlook_slower_than_the_timeout_still_gets_its_pane() -> Result<()> {
+    // TEST-ONLY fixture: an Office.js whose onReady answers after 2.5 s; the
+    // pane's timeout is 1 s. The pane must say so at once, then recover.
+    let sim = Sim::start().await?;
+    let statics = static_dir(false)?;
+    std::fs::copy(
+        root().join("tests/fixtures/slow-office.test-only.js"),
+        statics.path().join("slow-office.js"),
+    )?;
+    let mut setup = local_setup(&sim, statics.path())?;
+    setup.office_js = format!("{}/static/slow-office.js?ms=2500", setup.origin());
+    setup.server_toml = "office_js_timeout_ms = 1000".into();
+    let server = ServerProcess::start(setup)?;
+    let b = Browser::start().await?;
+    let started = Instant::now();
+    b.client.goto(&server.setup.pane_url()).await?;
+    let reason = b.wait_id("office-failed-reason").await?;
+    let failed_after = started.elapsed();
+    assert!(reason.contains("within 1.0 s"), "{reason}");
+    assert!(
+        failed_after < Duration::from_millis(2500),
+        "{failed_after:?}"
+    );
+    b.add_button().await?;
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after >= Duration::from_millis(2500),
+        "{ready_after:?}"
+    );
+    let log = b.wait_id("debug-log").await?;
+    assert!(log.contains("after the timeout"), "{log}");
+    b.close().await;
+    Ok(())
+}
