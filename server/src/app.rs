@@ -1,10 +1,12 @@
 //! Start-up: turns a validated [`Config`] into a running server.
 //!
-//! [`App::build`] does all the work that can fail before the first request:
-//! templates compiled, database opened and migrated (management and `all`
-//! roles only), tag keys loaded or created, the pane's `index.html` prepared
-//! with the configured Office.js location. [`serve`] then binds and serves
-//! HTTPS (or plain HTTP when configured) until the shutdown future resolves.
+//! [`App::build`] does all the work that can fail before the first request,
+//! and builds the state of the configured role: an [`EdgeState`] (no
+//! database at all) or a [`ManagementState`] (database opened and migrated,
+//! tag keys loaded or created), both around the [`Shared`] part (templates
+//! compiled, the pane's `index.html` prepared, token validator, limits).
+//! [`serve`] then binds and serves that role's router over HTTPS (or plain
+//! HTTP when configured) until the shutdown future resolves.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,8 +16,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rand::RngCore;
 
-use crate::alias_service::{now_unix, AliasStats};
+use crate::alias_service::AliasStats;
 use crate::integration::Integration;
+use crate::pane_page::PanePage;
 use crate::{http, tls};
 use vmr_auth::TokenValidator;
 use vmr_core::clock::SharedClock;
@@ -29,98 +32,173 @@ use vmr_store::Storage;
 /// Marker in `addin/index.html` replaced by the Office.js URL.
 pub const OFFICE_JS_MARKER: &str = "%OFFICE_JS_URL%";
 
-use crate::pane_page::PanePage;
-
-/// Everything a request handler needs.
-pub struct App {
+/// What every role needs to answer a request.
+pub struct Shared {
     pub config: Config,
     pub integrations: BTreeMap<String, Arc<Integration>>,
-    /// `None` on an edge.
-    pub storage: Option<Storage>,
     pub validator: TokenValidator,
-    /// Outgoing HTTPS (edge → management).
-    pub http: reqwest::Client,
     /// The pane's `index.html` with the Office.js scripts in place (and its
     /// policy in local mode); `None` if not built.
-    pub pane_index: Option<PanePage>,
-    pub stats: Arc<AliasStats>,
-    /// `/metrics`: reads `stats` and the integrations at scrape time.
+    pub pane_page: Option<PanePage>,
+    /// `/metrics` of this process.
     pub metrics: prometheus_client::registry::Registry,
     /// The time, for token lifetimes, TOK expiry and limits.
     pub clock: SharedClock,
-    /// Keys for deferral statements (TOK); `None` in role `all`.
-    pub deferral_keys: Option<DeferralKeys>,
     /// Per-requester and global allocation limits.
     pub limits: AllocationLimits,
 }
 
+/// The edge role: forwards alias requests to management; owns no database.
+#[derive(Clone)]
+pub struct EdgeState {
+    pub shared: Arc<Shared>,
+    /// Outgoing HTTPS to management.
+    pub http: reqwest::Client,
+    /// Signs deferral statements (TOK) when management cannot be reached.
+    pub deferral_keys: Arc<DeferralKeys>,
+}
+
+/// The management role (and `all`): allocates aliases into its database.
+#[derive(Clone)]
+pub struct ManagementState {
+    pub shared: Arc<Shared>,
+    pub storage: Storage,
+    pub stats: Arc<AliasStats>,
+    /// Checks deferral statements (TOK); `None` in role `all`, where no edge
+    /// ever defers.
+    pub deferral_keys: Option<Arc<DeferralKeys>>,
+    /// Role `management` answers only edges presenting the shared secret.
+    pub require_edge_secret: bool,
+}
+
+/// A process, built for its role at start-up.
+pub enum App {
+    Edge(EdgeState),
+    Management(ManagementState),
+}
+
 impl App {
-    /// Prepares the app; fails with a message naming what is wrong.
+    /// Prepares the app for the configured role; fails with a message naming
+    /// what is wrong.
     pub async fn build(config: Config) -> Result<App> {
         // Local Office.js: refuse to start without the files the pane needs.
         config.server.check_office_js_files()?;
         tls::install_crypto_provider();
         let http_client = tls::http_client(&config.http_client)?;
-        let storage = match config.role {
-            Role::Edge => None,
-            Role::All | Role::Management => Some(
-                Storage::open(&config.storage.url, config.storage.max_connections)
-                    .await
-                    .context("storage.url")?,
-            ),
+        let clock = vmr_core::clock::system();
+        let validator = TokenValidator::new(http_client.clone()).with_clock(clock.clone());
+        let limits = AllocationLimits::new(&config.limits, clock.clone());
+        let pane_page = load_pane_index(&config)?;
+        let deferral_keys = DeferralKeys::from_config(&config.management)?.map(Arc::new);
+        let parts = SharedParts {
+            validator,
+            pane_page,
+            clock: clock.clone(),
+            limits,
         };
+        if config.role == Role::Edge {
+            let deferral_keys = deferral_keys.context("management.deferral_key")?;
+            let mut integrations = BTreeMap::new();
+            for (i, ic) in config.integrations.iter().enumerate() {
+                // An edge never issues or checks tags.
+                let tag_key = TagKey::new(vec![0u8; 32]);
+                integrations.insert(ic.id.clone(), integration(&config, i, ic, tag_key, 0)?);
+            }
+            let metrics = prometheus_client::registry::Registry::default();
+            return Ok(App::Edge(EdgeState {
+                shared: parts.into_shared(config, integrations, metrics),
+                http: http_client,
+                deferral_keys,
+            }));
+        }
+        let storage = Storage::open(&config.storage.url, config.storage.max_connections)
+            .await
+            .context("storage.url")?;
         let mut integrations = BTreeMap::new();
         for (i, ic) in config.integrations.iter().enumerate() {
-            let templates = TemplateSet::compile(&ic.templates)
-                .with_context(|| format!("integration[{i}].templates"))?;
-            let key_hex = match (&ic.tag_key, &storage) {
-                (Some(k), _) => k.expose().to_owned(),
-                (None, Some(storage)) => {
+            let key_hex = match &ic.tag_key {
+                Some(k) => k.expose().to_owned(),
+                None => {
                     let mut candidate = [0u8; 32];
                     rand::rngs::OsRng.fill_bytes(&mut candidate);
                     storage
-                        .tag_key(&ic.id, &hex::encode(candidate), now_unix())
+                        .tag_key(&ic.id, &hex::encode(candidate), clock.now_unix())
                         .await?
                 }
-                // An edge never issues or checks tags.
-                (None, None) => hex::encode([0u8; 32]),
             };
             let key = hex::decode(&key_hex)
                 .with_context(|| format!("integration[{i}].tag_key is not hex"))?;
-            let issued = match &storage {
-                Some(s) => s.count_aliases(&ic.id).await?,
-                None => 0,
-            };
+            let issued = storage.count_aliases(&ic.id).await?;
             integrations.insert(
                 ic.id.clone(),
-                Arc::new(Integration::new(
-                    ic.clone(),
-                    templates,
-                    &config.server,
-                    TagKey::new(key),
-                    issued,
-                )),
+                integration(&config, i, ic, TagKey::new(key), issued)?,
             );
         }
-        let pane_index = load_pane_index(&config)?;
-        let clock = vmr_core::clock::system();
         let stats = Arc::new(AliasStats::default());
         let metrics = crate::metrics::registry(stats.clone(), integrations.clone());
-        let deferral_keys = DeferralKeys::from_config(&config.management)?;
-        Ok(App {
-            validator: TokenValidator::new(http_client.clone()).with_clock(clock.clone()),
-            limits: AllocationLimits::new(&config.limits, clock.clone()),
+        let require_edge_secret = config.role == Role::Management;
+        Ok(App::Management(ManagementState {
+            shared: parts.into_shared(config, integrations, metrics),
+            storage,
+            stats,
             deferral_keys,
-            clock,
-            http: http_client,
+            require_edge_secret,
+        }))
+    }
+
+    /// What every role has.
+    pub fn shared(&self) -> &Arc<Shared> {
+        match self {
+            App::Edge(s) => &s.shared,
+            App::Management(s) => &s.shared,
+        }
+    }
+}
+
+/// The parts of [`Shared`] that do not depend on the role.
+struct SharedParts {
+    validator: TokenValidator,
+    pane_page: Option<PanePage>,
+    clock: SharedClock,
+    limits: AllocationLimits,
+}
+
+impl SharedParts {
+    fn into_shared(
+        self,
+        config: Config,
+        integrations: BTreeMap<String, Arc<Integration>>,
+        metrics: prometheus_client::registry::Registry,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
             config,
             integrations,
-            storage,
-            pane_index,
-            stats,
+            validator: self.validator,
+            pane_page: self.pane_page,
             metrics,
+            clock: self.clock,
+            limits: self.limits,
         })
     }
+}
+
+/// One integration at run time, its templates compiled.
+fn integration(
+    config: &Config,
+    i: usize,
+    ic: &vmr_core::config::IntegrationConfig,
+    tag_key: TagKey,
+    issued: u64,
+) -> Result<Arc<Integration>> {
+    let templates = TemplateSet::compile(&ic.templates)
+        .with_context(|| format!("integration[{i}].templates"))?;
+    Ok(Arc::new(Integration::new(
+        ic.clone(),
+        templates,
+        &config.server,
+        tag_key,
+        issued,
+    )))
 }
 
 fn load_pane_index(config: &Config) -> Result<Option<PanePage>> {
@@ -144,21 +222,21 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = Result<()>>)> {
-    let listen = app.config.server.listen;
-    let plain = app.config.server.plain_http;
+    let config = &app.shared().config;
+    let listen = config.server.listen;
+    let plain = config.server.plain_http;
     let pem = if plain {
         None
     } else {
-        Some(tls::listener_pem(&app.config.server)?)
+        Some(tls::listener_pem(&config.server)?)
     };
-    let app = Arc::new(app);
-    let admin = match app.config.admin.listen {
+    let admin = match config.admin.listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("admin.listen: cannot bind {addr}"))?;
             tracing::info!(addr = %l.local_addr()?, "admin listener (plain HTTP)");
-            Some((l, http::admin_router(app.clone())))
+            Some((l, http::admin_router(&app)))
         }
         None => None,
     };

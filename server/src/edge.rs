@@ -24,30 +24,37 @@ use vmr_protocol::{AliasRequest, AliasResponse, ApiError, ALIAS_PATH};
 
 use crate::alias_service;
 use crate::api_error::ApiFailure;
-use crate::app::App;
+use crate::app::EdgeState;
 use crate::http::EDGE_SECRET_HEADER;
 use crate::integration::Integration;
 
 /// Forwards an alias request, or answers "deferred".
 pub async fn forward_alias(
-    app: &App,
+    state: &EdgeState,
     integration: &Integration,
     request: &AliasRequest,
     headers: &HeaderMap,
     body: Bytes,
     token: &str,
 ) -> Result<Response, ApiFailure> {
-    let base = app.config.management.url.as_deref().unwrap_or_default();
+    let base = state
+        .shared
+        .config
+        .management
+        .url
+        .as_deref()
+        .unwrap_or_default();
     let url = format!("{}{ALIAS_PATH}", base.trim_end_matches('/'));
-    let secret = app
+    let secret = state
+        .shared
         .config
         .management
         .shared_secret
         .as_ref()
         .map(|s| s.expose())
         .unwrap_or_default();
-    let timeout = std::time::Duration::from_millis(app.config.management.timeout_ms);
-    let mut forward = app
+    let timeout = std::time::Duration::from_millis(state.shared.config.management.timeout_ms);
+    let mut forward = state
         .http
         .post(&url)
         .timeout(timeout)
@@ -79,7 +86,7 @@ pub async fn forward_alias(
         Err(e) => format!("management is unreachable: {e}"),
     };
     tracing::warn!(%url, reason = %why, "management unreachable; deferring alias allocation");
-    defer(app, integration, request, token).await
+    defer(state, integration, request, token).await
 }
 
 /// Whether `status` + `body` is management's own answer (to pass through)
@@ -94,12 +101,13 @@ fn management_answered(status: StatusCode, body: &[u8]) -> bool {
 
 /// Checks the token here, applies the limits, and answers placeholder + TOK.
 async fn defer(
-    app: &App,
+    state: &EdgeState,
     integration: &Integration,
     request: &AliasRequest,
     token: &str,
 ) -> Result<Response, ApiFailure> {
-    let identity = match app
+    let identity = match state
+        .shared
         .validator
         .validate(&integration.token_settings, token)
         .await
@@ -113,21 +121,17 @@ async fn defer(
             ));
         }
     };
-    app.limits.check(&identity.user_id)?;
-    let keys = app.deferral_keys.as_ref().ok_or_else(|| {
-        ApiFailure::internal(
-            "deferral_not_configured",
-            "management.deferral_key is not set on this edge",
-        )
-    })?;
+    state.shared.limits.check(&identity.user_id)?;
+    let keys = &state.deferral_keys;
     let statement = keys.statement(
         &integration.config.id,
         &identity,
         request.organizer.as_ref().map(|p| p.email.as_str()),
-        app.clock.now_unix(),
+        state.shared.clock.now_unix(),
     );
-    let placeholder = alias_service::placeholder(integration, &app.config.server.public_host)
-        .map_err(|e| ApiFailure::internal("template_error", e.to_string()))?;
+    let placeholder =
+        alias_service::placeholder(integration, &state.shared.config.server.public_host)
+            .map_err(|e| ApiFailure::internal("template_error", e.to_string()))?;
     tracing::info!(
         integration = %integration.config.id,
         requester = %identity.user_id,

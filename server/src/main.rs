@@ -121,7 +121,7 @@ fn run_server(config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let scheme = if app.config.server.plain_http {
+        let scheme = if app.shared().config.server.plain_http {
             "http"
         } else {
             "https"

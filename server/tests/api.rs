@@ -756,5 +756,6 @@ async fn metrics_and_detailed_readiness_are_for_admins_only() {
         .json()
         .await
         .expect("json");
-    assert_eq!(detail["database"], "ok", "{detail}");
+    assert_eq!(detail["checks"]["database"], "ok", "{detail}");
+    assert_eq!(detail["role"], "all", "{detail}");
 }

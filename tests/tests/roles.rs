@@ -56,12 +56,12 @@ async fn deferred_token_is_accepted_once_management_is_back() -> Result<()> {
         Some(&mgmt_process.dir.path().join("config.toml")),
         Vec::new(),
     )?;
-    let app = App::build(config).await?;
-    let integration = &app.integrations["default"];
-    let Some(storage) = app.storage.as_ref() else {
-        bail!("management has a database");
+    let App::Management(app) = App::build(config).await? else {
+        bail!("a management config builds the management role");
     };
-    let keys = app.deferral_keys.as_ref();
+    let integration = &app.shared.integrations["default"];
+    let storage = &app.storage;
+    let keys = app.deferral_keys.as_deref();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
