@@ -21,7 +21,7 @@
 //!
 //! Every failure is a [`TokenError`] with a stable [`TokenError::code`] and a message
 //! precise enough for an admin reading the log; [`TokenError::is_client_error`] tells
-//! the HTTP layer whether to answer 401/403 (bad token) or 502 (metadata trouble).
+//! the HTTP layer whether to answer 401 (bad token) or 502 (metadata trouble).
 
 pub mod cache;
 pub mod claims;
@@ -282,7 +282,7 @@ impl TokenError {
         }
     }
 
-    /// `true` when the token (i.e. the client) is at fault (answer 401/403);
+    /// `true` when the token (i.e. the client) is at fault (answer 401);
     /// `false` when the server could not do its part (metadata unreachable or
     /// invalid, settings incomplete: answer 502/500).
     pub fn is_client_error(&self) -> bool {

@@ -51,14 +51,21 @@ impl TagKey {
         &self.key_id
     }
 
-    fn mac(&self, key_id: &str, alias_uuid: &str) -> String {
+    /// A MAC under this key over key id + alias uuid, not yet finalised.
+    fn mac_over(&self, key_id: &str, alias_uuid: &str) -> HmacSha256 {
         // HMAC accepts keys of any length; new_from_slice cannot fail for it.
         let mut mac = match HmacSha256::new_from_slice(&self.key) {
             Ok(m) => m,
             Err(_) => unreachable_hmac(),
         };
         mac.update(PxpsId::mac_input(key_id, alias_uuid).as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..MAC_HEX / 2])
+        mac
+    }
+
+    /// The tag's MAC in hex: the first `MAC_HEX / 2` bytes of the HMAC.
+    fn mac(&self, key_id: &str, alias_uuid: &str) -> String {
+        let full = self.mac_over(key_id, alias_uuid).finalize().into_bytes();
+        hex::encode(&full[..MAC_HEX / 2])
     }
 
     /// The tag for an alias uuid (32 hex digits).
@@ -78,14 +85,15 @@ impl TagKey {
                 ours: self.key_id.clone(),
             });
         }
-        let expected = self.mac(&id.key_id, &id.alias_uuid);
-        // Constant-time comparison of the hex strings.
-        let same = expected.len() == id.mac.len()
-            && expected
-                .bytes()
-                .zip(id.mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        // The MAC is compared in constant time by `hmac` itself, and only at
+        // its full (truncated) length.
+        let same = match hex::decode(&id.mac) {
+            Ok(given) if given.len() == MAC_HEX / 2 => self
+                .mac_over(&id.key_id, &id.alias_uuid)
+                .verify_truncated_left(&given)
+                .is_ok(),
+            _ => false,
+        };
         if same {
             Ok(())
         } else {
