@@ -189,7 +189,8 @@ impl ServerSetup {
 
     /// The config file this setup runs with (`dir` holds the SQLite file).
     pub fn toml(&self, dir: &Path) -> String {
-        let q = |s: &str| format!("{s:?}");
+        // TOML strings quoted by the toml crate (Rust's `{:?}` escapes differ).
+        let q = |s: &str| toml::Value::from(s).to_string();
         let storage = self
             .storage_url
             .clone()
