@@ -36,25 +36,23 @@ pub fn run() -> Result<()> {
     let _ = std::fs::remove_file(&sim_cert);
     let pane_url = format!("https://localhost:{SERVER_PORT}/pane/index.html?integration=default");
     let bin = root().join("target/debug");
-    let mut simulator = Command::new(bin.join("vmr-simulator"))
-        .args(["--listen", &format!("127.0.0.1:{SIMULATOR_PORT}")])
-        .arg("--cert-out")
-        .arg(&sim_cert)
-        .args(["--pane", &pane_url])
-        .stdout(Stdio::inherit())
-        .spawn()
-        .context("starting vmr-simulator")?;
+    let mut simulator = Killed(
+        Command::new(bin.join("vmr-simulator"))
+            .args(["--listen", &format!("127.0.0.1:{SIMULATOR_PORT}")])
+            .arg("--cert-out")
+            .arg(&sim_cert)
+            .args(["--pane", &pane_url])
+            .stdout(Stdio::inherit())
+            .spawn()
+            .context("starting vmr-simulator")?,
+    );
     // The simulator writes its certificate right after it starts listening.
     let sim_ready = format!(
         "https://localhost:{SIMULATOR_PORT}{}",
         vmr_simulator::exchange::METADATA_PATH
     );
-    if let Err(e) = wait_ready(&mut simulator, "vmr-simulator", &sim_ready) {
-        let _ = simulator.kill();
-        return Err(e);
-    }
+    wait_ready(&mut simulator.0, "vmr-simulator", &sim_ready)?;
     if !sim_cert.is_file() {
-        let _ = simulator.kill();
         bail!(
             "the simulator answers but did not write its certificate to {}",
             sim_cert.display()
@@ -80,17 +78,15 @@ pub fn run() -> Result<()> {
             sim_cert = sim_cert.display().to_string(),
         ),
     )?;
-    let mut server = Command::new(bin.join("vmr-scheduler"))
-        .arg("--config")
-        .arg(&config)
-        .spawn()
-        .context("starting vmr-scheduler")?;
+    let mut server = Killed(
+        Command::new(bin.join("vmr-scheduler"))
+            .arg("--config")
+            .arg(&config)
+            .spawn()
+            .context("starting vmr-scheduler")?,
+    );
     let server_ready = format!("https://localhost:{SERVER_PORT}/readyz");
-    if let Err(e) = wait_ready(&mut server, "vmr-scheduler", &server_ready) {
-        let _ = server.kill();
-        let _ = simulator.kill();
-        return Err(e);
-    }
+    wait_ready(&mut server.0, "vmr-scheduler", &server_ready)?;
     let compose = format!(
         "https://localhost:{SIMULATOR_PORT}/outlook/compose.html?pane={}",
         percent(&pane_url)
@@ -106,12 +102,24 @@ pub fn run() -> Result<()> {
          \x20 config and database:             {}\n",
         data.display()
     );
-    let status = server.wait()?;
-    let _ = simulator.kill();
+    let status = server.0.wait()?;
     if !status.success() {
         bail!("vmr-scheduler exited with {status}");
     }
     Ok(())
+}
+
+/// A child process that is killed when this goes out of scope, on every path
+/// out of [`run`] (errors and panics included).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Polls `url` (self-signed HTTPS accepted) until it answers 200. Fails when
@@ -129,7 +137,8 @@ fn wait_ready(child: &mut Child, name: &str, url: &str) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("{name} exited with {status} before it was ready");
         }
-        let last = match runtime.block_on(http.get(url).send()) {
+        // reqwest's futures need the runtime from the moment they are made.
+        let last = match runtime.block_on(async { http.get(url).send().await }) {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => format!("HTTP {}", r.status()),
             Err(e) => e.to_string(),
