@@ -97,13 +97,15 @@ async fn postgres() {
     let name = format!("vmr_bench_{}", Uuid::new_v4().simple());
     let mut admin = AnyConnection::connect(&server).await.expect("connect");
     admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .expect("CREATE DATABASE");
     let (base, _) = server.rsplit_once('/').expect("a database in the URL");
     bench("postgres", &format!("{base}/{name}")).await;
     let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
         .await;
 }
 

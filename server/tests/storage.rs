@@ -79,7 +79,7 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
         admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .expect("CREATE DATABASE");
         admin.close().await.ok();
@@ -122,7 +122,9 @@ impl TestDb {
         if let Some((server, name)) = &self.created {
             if let Ok(mut admin) = AnyConnection::connect(server).await {
                 let _ = admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
                     .await;
                 admin.close().await.ok();
             }
@@ -284,7 +286,7 @@ async fn bulk_insert(
             .expect("write to string");
         }
         sql.push_str(" ON CONFLICT (integration, numeric_alias) DO NOTHING");
-        inserted += sqlx::query(&sql)
+        inserted += sqlx::query(sqlx::AssertSqlSafe(sql))
             .persistent(false)
             .execute(&mut *tx)
             .await
@@ -296,7 +298,7 @@ async fn bulk_insert(
 }
 
 async fn count_where(pool: &AnyPool, sql: &str, bind: &str) -> i64 {
-    sqlx::query(sql)
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
         .bind(bind)
         .fetch_one(pool)
         .await

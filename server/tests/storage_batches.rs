@@ -68,7 +68,7 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
         admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .expect("CREATE DATABASE");
         admin.close().await.ok();
@@ -91,7 +91,9 @@ impl TestDb {
         if let Some((server, name)) = &self.created {
             if let Ok(mut admin) = AnyConnection::connect(server).await {
                 let _ = admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
                     .await;
                 admin.close().await.ok();
             }
