@@ -20,7 +20,7 @@ use vmr_auth::{TokenError, TokenSettings, TokenValidator, CLOCK_SKEW_SECS};
 use vmr_core::clock::ManualClock;
 use vmr_protocol::AuthMethod;
 use vmr_simulator::entra::{self, EntraIssuer, NaaClaims};
-use vmr_simulator::exchange::{self, ExchangeIssuer, IdentityClaims};
+use vmr_simulator::exchange_identity::{self, ExchangeIssuer, IdentityClaims};
 
 const PANE: &str = "https://vmr.example.test/addin/pane.html";
 const TENANT: &str = "6f1c2a4e-0000-4000-8000-0000000000aa";
@@ -64,7 +64,7 @@ fn serve(l: tokio::net::TcpListener, router: axum::Router) {
 async fn exchange_setup() -> (Arc<ExchangeIssuer>, TokenSettings) {
     let (l, origin) = listener().await;
     let issuer = Arc::new(ExchangeIssuer::generate(&origin).expect("issuer"));
-    serve(l, exchange::router(issuer.clone()));
+    serve(l, exchange_identity::router(issuer.clone()));
     let host_port = origin.trim_start_matches("http://").to_owned();
     (issuer, exchange_settings(vec![host_port]))
 }
@@ -488,7 +488,7 @@ async fn exchange_metadata_unreachable_or_invalid_is_server_side() {
     serve(
         l,
         axum::Router::new().route(
-            exchange::METADATA_PATH,
+            exchange_identity::METADATA_PATH,
             axum::routing::get(|| async { "<html>login</html>" }),
         ),
     );

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vmr_core::config::{Config, Role};
 use vmr_protocol::tag::{find_tag, MeetingTag};
 use vmr_server::app::{serve, App};
-use vmr_simulator::exchange::IdentityClaims;
+use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_simulator::RunningSimulator;
 use vmr_store::Storage;
 

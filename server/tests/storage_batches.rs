@@ -18,7 +18,7 @@ use sqlx::{AnyConnection, Connection, Executor, Row};
 use uuid::Uuid;
 use vmr_core::config::{Config, Role};
 use vmr_server::app::{serve, App};
-use vmr_simulator::exchange::IdentityClaims;
+use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_store::{NewAlias, Storage, StorageError};
 
 /// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.

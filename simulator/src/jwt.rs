@@ -1,6 +1,6 @@
 //! RSA signing keys and compact JWTs shared by the simulated token issuers.
 //!
-//! Both [`crate::exchange::ExchangeIssuer`] and [`crate::entra::EntraIssuer`] sign RS256 tokens
+//! Both [`crate::exchange_identity::ExchangeIssuer`] and [`crate::entra::EntraIssuer`] sign RS256 tokens
 //! with an RSA-2048 key and publish that key inside a self-signed X.509 certificate (Exchange in
 //! its auth metadata document, Entra ID as the `x5c`/`x5t` of a JWKS entry). This module owns
 //! that key material and the JWT encoding, so the issuers only decide *what* to sign.

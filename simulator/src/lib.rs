@@ -1,7 +1,7 @@
 //! `vmr-simulator`: faithful stand-ins for the parts of Microsoft's stack the project cannot
 //! have in development and CI.
 //!
-//! - [`exchange`]: an Exchange server's identity-token issuer and auth metadata document.
+//! - [`exchange_identity`]: an Exchange server's identity-token issuer and auth metadata document (the simulated EWS mailbox will sit beside it).
 //! - [`entra`]: an Entra ID tenant's OpenID configuration, JWKS and v2.0 access tokens (NAA).
 //! - [`outlook`]: an Outlook compose window hosting the real task pane in an iframe, and the
 //!   fake Office.js the pane loads.
@@ -15,14 +15,14 @@
 //! directly.
 
 pub mod entra;
-pub mod exchange;
+pub mod exchange_identity;
 pub mod jwt;
 pub mod naa;
 pub mod outlook;
 pub mod tls;
 
 use entra::EntraIssuer;
-use exchange::ExchangeIssuer;
+use exchange_identity::ExchangeIssuer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ impl Simulator {
     /// Every route: Exchange metadata, Entra discovery + JWKS, Outlook compose window, fake
     /// Office.js, the identity-token endpoint, fake MSAL.js and the NAA token endpoint.
     pub fn router(&self) -> axum::Router {
-        exchange::router(self.exchange.clone())
+        exchange_identity::router(self.exchange.clone())
             .merge(entra::router(self.entra.clone()))
             .merge(outlook::router(self.exchange.clone()))
             .merge(naa::router(self.entra.clone()))

@@ -6,11 +6,11 @@
 //! served by the real server on another origin — in an iframe; `GET /office.js` is the fake
 //! Office.js the pane loads instead of Microsoft's, which forwards every mailbox call to the
 //! compose window with `postMessage`. The compose window gets identity tokens for the pane from
-//! the simulated Exchange ([`crate::exchange::ExchangeIssuer`]) through
+//! the simulated Exchange ([`crate::exchange_identity::ExchangeIssuer`]) through
 //! `POST /outlook/identity-token`. The browser-side behaviour lives in `assets/` (embedded
 //! here); [`ComposeScenario`] is the typed form of the compose page's query string.
 
-use crate::exchange::{ExchangeIssuer, IdentityClaims};
+use crate::exchange_identity::{ExchangeIssuer, IdentityClaims};
 use crate::jwt::unix_now;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -295,7 +295,7 @@ fn scenario_json(scenario: &ComposeScenario) -> String {
         let name = scenario
             .name
             .clone()
-            .unwrap_or_else(|| crate::exchange::display_name_for(&scenario.organizer));
+            .unwrap_or_else(|| crate::exchange_identity::display_name_for(&scenario.organizer));
         object.insert("organizerName".into(), serde_json::Value::String(name));
     }
     value

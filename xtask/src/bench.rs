@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vmr_e2e::{Browser, ServerProcess, ServerSetup, Sim};
-use vmr_simulator::exchange::IdentityClaims;
+use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_simulator::outlook::ComposeScenario;
 
 use crate::{cmd, pane, postgres, setup};

@@ -49,7 +49,7 @@ pub fn run() -> Result<()> {
     // The simulator writes its certificate right after it starts listening.
     let sim_ready = format!(
         "https://localhost:{SIMULATOR_PORT}{}",
-        vmr_simulator::exchange::METADATA_PATH
+        vmr_simulator::exchange_identity::METADATA_PATH
     );
     wait_ready(&mut simulator.0, "vmr-simulator", &sim_ready)?;
     if !sim_cert.is_file() {
