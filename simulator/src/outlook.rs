@@ -240,8 +240,17 @@ pub struct IdentityTokenResponse {
     pub token: String,
 }
 
-/// Routes of the simulated Outlook: the compose window, its assets, the fake Office.js and the
-/// identity-token endpoint.
+/// A pane with nothing in it but Office.js: marks `vmr-ready` when Office is
+/// ready. `cargo xtask bench` compares the real pane's load time with it.
+pub const EMPTY_PANE_PATH: &str = "/outlook/empty-pane.html";
+
+const EMPTY_PANE_HTML: &str = "<!doctype html><html><head><meta charset=\"utf-8\">\
+<script src=\"/office.js\"></script></head><body>\
+<script>Office.onReady(function () { performance.mark(\"vmr-ready\"); });</script>\
+</body></html>";
+
+/// Routes of the simulated Outlook: the compose window, its assets, the fake Office.js, an
+/// empty pane (the load-time baseline) and the identity-token endpoint.
 pub fn router(exchange: Arc<ExchangeIssuer>) -> Router {
     Router::new()
         .route(COMPOSE_PATH, get(compose_page))
@@ -254,6 +263,10 @@ pub fn router(exchange: Arc<ExchangeIssuer>) -> Router {
             get(|| async { asset("text/css; charset=utf-8", COMPOSE_CSS) }),
         )
         .route(OFFICE_JS_PATH, get(office_js))
+        .route(
+            EMPTY_PANE_PATH,
+            get(|| async { asset("text/html; charset=utf-8", EMPTY_PANE_HTML) }),
+        )
         .route(IDENTITY_TOKEN_PATH, post(identity_token))
         .with_state(exchange)
 }

@@ -553,6 +553,20 @@ impl Browser {
         Ok(urls)
     }
 
+    /// Emulates a slower link for this session (chromedriver's network
+    /// conditions): `latency_ms` added to every request, `bytes_per_sec` each
+    /// way.
+    pub async fn throttle(&self, latency_ms: u64, bytes_per_sec: u64) -> Result<()> {
+        self.client
+            .issue_cmd(NetworkConditions {
+                latency_ms,
+                bytes_per_sec,
+            })
+            .await
+            .context("setting chromedriver's network conditions")?;
+        Ok(())
+    }
+
     /// Ends the session and the driver.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
@@ -579,6 +593,38 @@ impl fantoccini::wd::WebDriverCompatibleCommand for PerformanceLog {
             http::Method::POST,
             Some(r#"{"type":"performance"}"#.to_string()),
         )
+    }
+}
+
+/// chromedriver's `POST /session/{id}/chromium/network_conditions`.
+#[derive(Debug)]
+struct NetworkConditions {
+    latency_ms: u64,
+    bytes_per_sec: u64,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/chromium/network_conditions",
+            session_id.unwrap_or("")
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({
+            "network_conditions": {
+                "offline": false,
+                "latency": self.latency_ms,
+                "download_throughput": self.bytes_per_sec,
+                "upload_throughput": self.bytes_per_sec,
+            }
+        });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 
