@@ -105,7 +105,7 @@ pub(crate) struct InsertJob {
 }
 
 /// Commits queued inserts in batches until every [`Storage`] clone is gone.
-pub(crate) async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJob>) {
+pub(crate) async fn alias_writer(pool: AnyPool, sqlite: bool, mut jobs: mpsc::Receiver<InsertJob>) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -115,7 +115,7 @@ pub(crate) async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJ
             }
         }
         let rows: Vec<&OwnedAlias> = batch.iter().map(|j| &j.row).collect();
-        let answers = match insert_batch(&pool, &rows).await {
+        let answers = match insert_batch(&pool, sqlite, &rows).await {
             Ok(inserted) => inserted.into_iter().map(Ok).collect(),
             Err(e) => {
                 // One bad row (or a failed commit) undoes the whole group:
@@ -126,7 +126,7 @@ pub(crate) async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJ
                 let mut answers = Vec::with_capacity(rows.len());
                 for row in &rows {
                     answers.push(
-                        insert_batch(&pool, std::slice::from_ref(row))
+                        insert_batch(&pool, sqlite, std::slice::from_ref(row))
                             .await
                             .map(|inserted| inserted.first().copied().unwrap_or(false))
                             .map_err(|e| StorageError::Batch(e.to_string())),
@@ -141,41 +141,126 @@ pub(crate) async fn alias_writer(pool: AnyPool, mut jobs: mpsc::Receiver<InsertJ
     }
 }
 
-/// Inserts one alias row unless its `(integration, numeric_alias)` was issued
-/// before. The text never changes, so each connection prepares it once and
-/// then only binds and executes it.
-const INSERT_ALIAS: &str = "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, \
-     state, created_at, auth_method, requester_id, requester_email, organizer_email, \
-     organizer_name, subject) VALUES ($1, $2, $3, $4, 'allocated', $5, $6, $7, $8, $9, $10, $11) \
-     ON CONFLICT (integration, numeric_alias) DO NOTHING";
+/// Rows per INSERT statement a group is cut into, largest first. A fixed set
+/// of statement texts keeps them in every connection's prepared-statement
+/// cache, and short statements keep SQLite's per-bind parameter lookup cheap
+/// (with one statement for the whole group it was quadratic in the group size).
+const CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// Inserts `rows` in one transaction, one execution of the prepared
-/// [`INSERT_ALIAS`] per row, and commits once. Per row, whether it went in:
-/// a row whose numeric alias is already taken (before, or by an earlier row
-/// of the same group) is skipped by `ON CONFLICT DO NOTHING` and reported as
-/// not new, so its caller draws again. Any error rolls the whole group back.
-async fn insert_batch(pool: &AnyPool, rows: &[&OwnedAlias]) -> Result<Vec<bool>, sqlx::Error> {
+/// Values per row.
+const COLUMNS: usize = 11;
+
+/// The multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id` for `rows`
+/// rows (one of [`CHUNKS`]). SQLite gets anonymous `?` parameters (bound by
+/// position, no name lookup); PostgreSQL needs `$n`.
+fn insert_sql(sqlite: bool, rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let build = |sqlite: bool| {
+            CHUNKS
+                .iter()
+                .map(|&rows| {
+                    let mut sql = String::from(
+                        "INSERT INTO scheduled_alias (id, integration, numeric_alias, alias, \
+                         state, created_at, auth_method, requester_id, requester_email, \
+                         organizer_email, organizer_name, subject) VALUES ",
+                    );
+                    for row in 0..rows {
+                        if row > 0 {
+                            sql.push_str(", ");
+                        }
+                        let p: Vec<String> = (1..=COLUMNS)
+                            .map(|c| {
+                                if sqlite {
+                                    "?".to_owned()
+                                } else {
+                                    format!("${}", row * COLUMNS + c)
+                                }
+                            })
+                            .collect();
+                        sql.push_str(&format!(
+                            "({}, {}, {}, {}, 'allocated', {})",
+                            p[0],
+                            p[1],
+                            p[2],
+                            p[3],
+                            p[4..].join(", ")
+                        ));
+                    }
+                    sql.push_str(
+                        " ON CONFLICT (integration, numeric_alias) DO NOTHING RETURNING id",
+                    );
+                    sql
+                })
+                .collect()
+        };
+        [build(false), build(true)]
+    });
+    let i = CHUNKS
+        .iter()
+        .position(|&c| c == rows)
+        .unwrap_or(CHUNKS.len() - 1);
+    &all[usize::from(sqlite)][i]
+}
+
+/// Inserts `batch` in one transaction, cut into statements of [`CHUNKS`]
+/// rows, and commits once. Per row, whether it went in: a row whose numeric
+/// alias is already taken (before, or by an earlier row of the same group) is
+/// skipped by `ON CONFLICT DO NOTHING` (or here, within the group) and
+/// reported as not new, so its caller draws again. Any error rolls the whole
+/// group back.
+async fn insert_batch(
+    pool: &AnyPool,
+    sqlite: bool,
+    batch: &[&OwnedAlias],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<bool> = batch
+        .iter()
+        .map(|r| seen.insert((r.integration.as_str(), r.numeric_alias.as_str())))
+        .collect();
+    let rows: Vec<&OwnedAlias> = batch
+        .iter()
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|(r, _)| *r)
+        .collect();
     let mut tx = pool.begin().await?;
-    let mut inserted = Vec::with_capacity(rows.len());
-    for a in rows {
-        let done = sqlx::query(INSERT_ALIAS)
-            .bind(&a.id)
-            .bind(&a.integration)
-            .bind(&a.numeric_alias)
-            .bind(&a.alias)
-            .bind(a.created_at)
-            .bind(&a.auth_method)
-            .bind(&a.requester_id)
-            .bind(&a.requester_email)
-            .bind(&a.organizer_email)
-            .bind(&a.organizer_name)
-            .bind(&a.subject)
-            .execute(&mut *tx)
-            .await?;
-        inserted.push(done.rows_affected() == 1);
+    let mut inserted = std::collections::HashSet::new();
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        let n = CHUNKS
+            .iter()
+            .copied()
+            .find(|&c| c <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut query = sqlx::query(insert_sql(sqlite, n));
+        for a in chunk {
+            query = query
+                .bind(&a.id)
+                .bind(&a.integration)
+                .bind(&a.numeric_alias)
+                .bind(&a.alias)
+                .bind(a.created_at)
+                .bind(&a.auth_method)
+                .bind(&a.requester_id)
+                .bind(&a.requester_email)
+                .bind(&a.organizer_email)
+                .bind(&a.organizer_name)
+                .bind(&a.subject);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            inserted.insert(row.try_get::<String, _>("id")?);
+        }
+        rest = tail;
     }
     tx.commit().await?;
-    Ok(inserted)
+    Ok(batch
+        .iter()
+        .zip(first)
+        .map(|(r, first)| first && inserted.contains(&r.id))
+        .collect())
 }
 
 impl Storage {

@@ -102,7 +102,7 @@ impl Storage {
             }
         }
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(alias_writer(pool.clone(), jobs));
+        tokio::spawn(alias_writer(pool.clone(), sqlite, jobs));
         Ok(Storage {
             pool,
             sqlite,
