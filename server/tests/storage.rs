@@ -18,8 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 use vmr_auth::Identity;
 use vmr_core::config::{IntegrationConfig, ServerConfig};
@@ -30,142 +29,11 @@ use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateErro
 use vmr_server::integration::Integration;
 use vmr_store::{NewAlias, Storage};
 
-/// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
-const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";
+mod common;
+
+use common::TestDb;
+
 const HOST: &str = "vmr.example.test";
-
-// ---------------------------------------------------------------------------
-// Test databases
-// ---------------------------------------------------------------------------
-
-/// A fresh, empty database for one test.
-struct TestDb {
-    engine: &'static str,
-    url: String,
-    /// Keeps the SQLite file alive.
-    _dir: Option<tempfile::TempDir>,
-    /// PostgreSQL: the server URL we connected to and the database we created.
-    created: Option<(String, String)>,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("vmr.db");
-        TestDb {
-            engine: "sqlite",
-            url: format!("sqlite://{}", path.display()),
-            _dir: Some(dir),
-            created: None,
-        }
-    }
-
-    /// A new database on the test server named by `VMR_TEST_POSTGRES_URL`.
-    /// Panics when the variable is unset: a PostgreSQL test never passes
-    /// without PostgreSQL.
-    async fn postgres() -> TestDb {
-        sqlx::any::install_default_drivers();
-        let server = match std::env::var(PG_ENV) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => panic!(
-                "{PG_ENV} is not set: this test needs a PostgreSQL server to create databases \
-                 on. Run it through `cargo xtask test`, which starts a throwaway server and sets \
-                 the variable, or set it yourself (postgres://user@host:port/db)"
-            ),
-        };
-        let name = format!("vmr_t_{}", Uuid::new_v4().simple());
-        let mut admin = AnyConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("CREATE DATABASE");
-        admin.close().await.ok();
-        TestDb {
-            engine: "postgres",
-            url: with_database(&server, &name),
-            _dir: None,
-            created: Some((server, name)),
-        }
-    }
-
-    async fn open(&self, max_connections: u32) -> Storage {
-        Storage::open(&self.url, max_connections)
-            .await
-            .unwrap_or_else(|e| panic!("[{}] open: {e}", self.engine))
-    }
-
-    /// A plain pool on the same database, for what `Storage` does not offer
-    /// (bulk fills, state changes, peeking at columns).
-    async fn raw(&self) -> AnyPool {
-        let sqlite = self.engine == "sqlite";
-        AnyPoolOptions::new()
-            .max_connections(2)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        conn.execute("PRAGMA busy_timeout = 10000;").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("[{}] raw pool: {e}", self.engine))
-    }
-
-    /// Drops the test's PostgreSQL database (best effort: left behind on a
-    /// failed test, which dies with the throwaway server anyway).
-    async fn finish(self) {
-        if let Some((server, name)) = &self.created {
-            if let Ok(mut admin) = AnyConnection::connect(server).await {
-                let _ = admin
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-                admin.close().await.ok();
-            }
-        }
-    }
-}
-
-/// `url` with its database (path) replaced by `db`, query string kept.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[host_start..]
-        .find('/')
-        .map_or(base.len(), |i| host_start + i);
-    format!("{}/{db}{query}", &base[..path_start])
-}
-
-/// Runs each named `async fn check(&TestDb)` as `check::sqlite` and `check::postgres`.
-macro_rules! on_both_engines {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite();
-                super::$check(&db).await;
-                db.finish().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            #[ignore = "needs PostgreSQL: run by cargo xtask test"]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db).await;
-                db.finish().await;
-            }
-        }
-    )*};
-}
 
 on_both_engines!(
     migrations_apply_and_reopen_is_idempotent,

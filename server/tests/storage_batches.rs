@@ -14,127 +14,20 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sqlx::{AnyConnection, Connection, Executor, Row};
+use sqlx::{AnyConnection, Connection, Row};
 use uuid::Uuid;
 use vmr_core::config::{Config, Role};
 use vmr_server::app::{serve, App};
 use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_store::{NewAlias, Storage, StorageError};
 
-/// Set by `cargo xtask test`: a PostgreSQL server the tests may create databases on.
-const PG_ENV: &str = "VMR_TEST_POSTGRES_URL";
+mod common;
+
+use common::TestDb;
+
 const INTEGRATION: &str = "batches";
 /// Good rows queued around the bad one (well under one group's 256 rows).
 const GOOD_ROWS: usize = 120;
-
-// ---------------------------------------------------------------------------
-// Test databases
-// ---------------------------------------------------------------------------
-
-/// A fresh, empty database for one check.
-struct TestDb {
-    engine: &'static str,
-    url: String,
-    /// Keeps the SQLite file alive.
-    _dir: Option<tempfile::TempDir>,
-    /// PostgreSQL: the server URL and the database created on it.
-    created: Option<(String, String)>,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("vmr.db").display());
-        TestDb {
-            engine: "sqlite",
-            url,
-            _dir: Some(dir),
-            created: None,
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        sqlx::any::install_default_drivers();
-        let server = match std::env::var(PG_ENV) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => panic!(
-                "{PG_ENV} is not set: the PostgreSQL checks need a server to create a database on \
-                 (`cargo xtask test` starts one and sets it)"
-            ),
-        };
-        let name = format!("vmr_b_{}", Uuid::new_v4().simple());
-        let mut admin = AnyConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("CREATE DATABASE");
-        admin.close().await.ok();
-        TestDb {
-            engine: "postgres",
-            url: with_database(&server, &name),
-            _dir: None,
-            created: Some((server, name)),
-        }
-    }
-
-    async fn open(&self) -> Storage {
-        Storage::open(&self.url, 4)
-            .await
-            .unwrap_or_else(|e| panic!("[{}] open: {e}", self.engine))
-    }
-
-    /// Drops the PostgreSQL database (best effort).
-    async fn finish(self) {
-        if let Some((server, name)) = &self.created {
-            if let Ok(mut admin) = AnyConnection::connect(server).await {
-                let _ = admin
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-                admin.close().await.ok();
-            }
-        }
-    }
-}
-
-/// `url` with its database (path) replaced by `db`, query string kept.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[host_start..]
-        .find('/')
-        .map_or(base.len(), |i| host_start + i);
-    format!("{}/{db}{query}", &base[..path_start])
-}
-
-/// Runs each named `async fn check(&TestDb)` as `check::sqlite` and `check::postgres`.
-macro_rules! on_both_engines {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            #[tokio::test(flavor = "current_thread")]
-            async fn sqlite() {
-                let db = super::TestDb::sqlite();
-                super::$check(&db).await;
-                db.finish().await;
-            }
-
-            #[tokio::test(flavor = "current_thread")]
-            #[ignore = "needs PostgreSQL: run by cargo xtask test"]
-            async fn postgres() {
-                let db = super::TestDb::postgres().await;
-                super::$check(&db).await;
-                db.finish().await;
-            }
-        }
-    )*};
-}
 
 on_both_engines!(
     a_nul_in_one_row_fails_only_that_row,
@@ -241,7 +134,7 @@ async fn stored_ids(db: &TestDb) -> HashSet<String> {
 /// One row with a NUL in its subject (PostgreSQL refuses NUL in text, which
 /// used to fail the whole group): only that row fails, naming the field.
 async fn a_nul_in_one_row_fails_only_that_row(db: &TestDb) {
-    let storage = db.open().await;
+    let storage = db.open(4).await;
     let mut bad = TestRow::new(999_999);
     bad.subject = "Weekly\0sync".into();
     let (rows, at) = good_rows_around(bad);
@@ -284,7 +177,7 @@ async fn a_nul_in_one_row_fails_only_that_row(db: &TestDb) {
 /// `ON CONFLICT` covers only the alias): only that row fails, with the
 /// database's error; the rest of its group is committed.
 async fn a_row_the_database_refuses_fails_only_that_row(db: &TestDb) {
-    let storage = db.open().await;
+    let storage = db.open(4).await;
     let first = TestRow::new(500_000);
     assert!(matches!(
         storage.insert_alias_if_new(&first.as_new()).await,
@@ -326,7 +219,7 @@ async fn a_row_the_database_refuses_fails_only_that_row(db: &TestDb) {
 /// group, are reported as not new (the caller draws again); nothing is
 /// stored twice.
 async fn conflicting_draws_in_one_group_are_reported(db: &TestDb) {
-    let storage = db.open().await;
+    let storage = db.open(4).await;
     let stored_before = TestRow::new(1);
     assert!(matches!(
         storage.insert_alias_if_new(&stored_before.as_new()).await,
