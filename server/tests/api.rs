@@ -106,6 +106,18 @@ impl Harness {
         (status, body)
     }
 
+    /// `POST /api/v1/alias` with `token`, the whole response (headers too).
+    async fn allocate_response(&self, token: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/alias", self.origin))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .body(request().to_string())
+            .send()
+            .await
+            .expect("send")
+    }
+
     async fn allocate(&self, token: Option<&str>, body: Value) -> (u16, Value) {
         self.post(token, "application/json", body.to_string().into_bytes())
             .await
@@ -523,15 +535,7 @@ async fn a_requester_over_the_limit_gets_429_with_retry_after() {
     for _ in 0..3 {
         assert_eq!(h.allocate(Some(&token), request()).await.0, 200);
     }
-    let resp = h
-        .client
-        .post(format!("{}/api/v1/alias", h.origin))
-        .header("content-type", "application/json")
-        .bearer_auth(&token)
-        .body(request().to_string())
-        .send()
-        .await
-        .expect("send");
+    let resp = h.allocate_response(&token).await;
     assert_eq!(resp.status().as_u16(), 429);
     let wait: u64 = resp.headers()["retry-after"]
         .to_str()
@@ -604,15 +608,7 @@ async fn edge_passes_managements_own_refusals_through() {
     ] {
         let url = canned_management(status, body, retry).await;
         let h = start(Role::Edge, |c| c.management.url = Some(url)).await;
-        let resp = h
-            .client
-            .post(format!("{}/api/v1/alias", h.origin))
-            .header("content-type", "application/json")
-            .bearer_auth(h.token(|_| {}))
-            .body(request().to_string())
-            .send()
-            .await
-            .expect("send");
+        let resp = h.allocate_response(&h.token(|_| {})).await;
         assert_eq!(resp.status().as_u16(), want, "management said {status}");
         if let Some(r) = retry {
             assert_eq!(resp.headers()["retry-after"], r);
@@ -646,15 +642,7 @@ async fn server_side_errors_say_nothing_internal() {
             "https://127.0.0.1:{port}/autodiscover/metadata/json/1"
         ))
     });
-    let resp = h
-        .client
-        .post(format!("{}/api/v1/alias", h.origin))
-        .header("content-type", "application/json")
-        .bearer_auth(&token)
-        .body(request().to_string())
-        .send()
-        .await
-        .expect("send");
+    let resp = h.allocate_response(&token).await;
     assert_eq!(resp.status().as_u16(), 503);
     let id = resp.headers()["x-correlation-id"]
         .to_str()
