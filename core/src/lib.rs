@@ -1,6 +1,7 @@
 //! vmr-core: the domain logic of vmr-scheduler that needs no network, no
 //! database and no HTTP framework.
 //!
+//! * [`alias_space`] — drawing aliases (prefix + random digits);
 //! * [`clock`] — time, injected: everything tests move through windows,
 //!   expiries and back-offs reads a [`clock::Clock`];
 //! * [`secret`] — configured secrets that never appear in logs;
@@ -11,6 +12,7 @@
 //! * [`deferral`] — TOK statements an edge signs when management is down;
 //! * [`quota`] — per-requester and global allocation limits.
 
+pub mod alias_space;
 pub mod clock;
 pub mod config;
 pub mod deferral;

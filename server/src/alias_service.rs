@@ -11,12 +11,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use minijinja::context;
-use rand::Rng;
 use uuid::Uuid;
 use vmr_protocol::{AliasResponse, Instructions};
 
 use crate::integration::Integration;
 use vmr_auth::Identity;
+use vmr_core::alias_space::draw;
+pub use vmr_core::alias_space::space_size;
 use vmr_core::templates::{html_to_text, TemplateError};
 use vmr_store::{NewAlias, Storage, StorageError};
 
@@ -50,6 +51,8 @@ pub enum AllocateError {
 pub struct AliasContext<'a> {
     pub identity: &'a Identity,
     pub subject: &'a str,
+    /// When the request is handled, Unix seconds (recorded with the alias).
+    pub now_unix: i64,
 }
 
 /// Allocation counters for `/metrics` and status.
@@ -58,11 +61,6 @@ pub struct AliasStats {
     pub allocated: AtomicU64,
     pub collisions: AtomicU64,
     pub refused_exhausted: AtomicU64,
-}
-
-/// Size of an integration's alias space.
-pub fn space_size(digits: u32) -> u64 {
-    10u64.saturating_pow(digits)
 }
 
 /// Allocates an alias for `integration` and renders its instructions.
@@ -121,7 +119,7 @@ pub async fn allocate(
             integration: &cfg.id,
             numeric_alias: &candidate,
             alias: &alias,
-            created_at: now_unix(),
+            created_at: request.now_unix,
             auth_method: method,
             requester_id: &request.identity.user_id,
             requester_email: request.identity.email.as_deref(),
@@ -214,40 +212,9 @@ pub fn placeholder(
     })
 }
 
-/// Prefix plus `digits` uniform random digits. `ThreadRng` is a CSPRNG
-/// (ChaCha, seeded and periodically reseeded from the operating system).
-fn draw(prefix: &str, digits: u32) -> String {
-    let mut rng = rand::thread_rng();
-    let mut s = String::with_capacity(prefix.len() + digits as usize);
-    s.push_str(prefix);
-    for _ in 0..digits {
-        s.push(char::from(b'0' + rng.gen_range(0..10u8)));
-    }
-    s
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn draws_have_prefix_and_digit_count() {
-        for digits in [5, 9, 15] {
-            let a = draw("88", digits);
-            assert_eq!(a.len(), 2 + digits as usize);
-            assert!(a.starts_with("88"));
-            assert!(a[2..].bytes().all(|b| b.is_ascii_digit()));
-        }
-        assert_ne!(draw("1", 15), draw("1", 15));
-    }
 
     #[test]
     fn tag_appears_once() {

@@ -96,6 +96,7 @@ async fn allocate_one(
     let ctx = AliasContext {
         identity: &who,
         subject: "Weekly sync",
+        now_unix: now(),
     };
     match allocate(storage, integration, &ctx, HOST, stats).await? {
         AliasResponse::Allocated {
@@ -604,6 +605,7 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
     let ctx = AliasContext {
         identity: &delegate,
         subject: "Board meeting",
+        now_unix: now(),
     };
     let AliasResponse::Allocated {
         alias,
@@ -671,6 +673,7 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
     let ctx = AliasContext {
         identity: &naa,
         subject: "1:1",
+        now_unix: now(),
     };
     let AliasResponse::Allocated { alias_uuid, .. } =
         allocate(&storage, &integ, &ctx, HOST, &stats)

@@ -137,6 +137,7 @@ pub async fn allocate_alias(
     let ctx = AliasContext {
         identity: &identity,
         subject: &request.subject,
+        now_unix: shared.clock.now_unix(),
     };
     let response: AliasResponse = alias_service::allocate(
         &state.storage,
