@@ -19,6 +19,8 @@ use crate::{cmd, pane, root, setup};
 
 const SERVER_PORT: u16 = 8443;
 const SIMULATOR_PORT: u16 = 9443;
+/// The demo server's admin listener (`/metrics`, `/readyz/detail`), loopback only.
+const ADMIN_PORT: u16 = 8444;
 /// How long each process may take to answer its readiness URL.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between two readiness polls.
@@ -59,23 +61,26 @@ pub fn run() -> Result<()> {
         );
     }
     let config = data.join("config.toml");
+    // TOML strings quoted by the toml crate (paths may hold any character).
+    let q = |s: String| toml::Value::from(s).to_string();
     std::fs::write(
         &config,
         format!(
             "# Written by `cargo xtask demo`: embedded defaults plus the simulator.\n\
              [server]\nlisten = \"127.0.0.1:{SERVER_PORT}\"\npublic_host = \"localhost:{SERVER_PORT}\"\n\
-             self_signed_cert_out = {server_cert:?}\ndist_dir = {dist:?}\nstatic_dir = {static_dir:?}\n\
+             self_signed_cert_out = {server_cert}\ndist_dir = {dist}\nstatic_dir = {static_dir}\n\
              # The simulated Outlook provides Office.js; a real deployment uses \"local\" or \"cdn\".\n\
              office_js = \"https://localhost:{SIMULATOR_PORT}/office.js\"\n\
-             [storage]\nurl = {db:?}\n\
-             [http_client]\nextra_ca_files = [{sim_cert:?}]\n\
+             [storage]\nurl = {db}\n\
+             [http_client]\nextra_ca_files = [{sim_cert}]\n\
+             [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\
              [[integration]]\nid = \"default\"\nresource_email = \"vmr-scheduler@example.com\"\n\
              [integration.auth]\nexchange_metadata = [\"localhost:{SIMULATOR_PORT}\", \"127.0.0.1:{SIMULATOR_PORT}\"]\n",
-            server_cert = data.join("server.pem").display().to_string(),
-            dist = root().join("dist").display().to_string(),
-            static_dir = root().join("static").display().to_string(),
-            db = format!("sqlite://{}", data.join("vmr-scheduler.db").display()),
-            sim_cert = sim_cert.display().to_string(),
+            server_cert = q(data.join("server.pem").display().to_string()),
+            dist = q(root().join("dist").display().to_string()),
+            static_dir = q(root().join("static").display().to_string()),
+            db = q(format!("sqlite://{}", data.join("vmr-scheduler.db").display())),
+            sim_cert = q(sim_cert.display().to_string()),
         ),
     )?;
     let mut server = Killed(
@@ -99,6 +104,7 @@ pub fn run() -> Result<()> {
          \x20 add-in manifest:                 https://localhost:{SERVER_PORT}/manifest.xml\n\
          \x20 task pane alone:                 {pane_url}\n\
          \x20 health:                          https://localhost:{SERVER_PORT}/healthz\n\
+         \x20 metrics (admin listener):        http://127.0.0.1:{ADMIN_PORT}/metrics\n\
          \x20 config and database:             {}\n",
         data.display()
     );
