@@ -166,11 +166,18 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
 
 #[tokio::test]
 async fn allocates_a_unique_alias_with_a_verifiable_tag() {
-    let h = start(Role::All, |_| {}).await;
+    // Instructions that show the subject: user data, escaped in HTML.
+    let h = start(Role::All, |c| {
+        c.integrations[0].templates.insert(
+            "meeting_instructions".into(),
+            "<p>Join {{ alias }} for {{ subject }}</p>".into(),
+        );
+    })
+    .await;
     let token = h.token(|_| {});
     let body = json!({
         "integration": "default",
-        "subject": "<script>alert(1)</script>",
+        "subject": "<script>alert(1)</script> & <b>co</b>",
         "organizer": { "name": "Bob Boss", "email": "bob@example.com" }
     });
     let (status, answer) = h.allocate(Some(&token), body.clone()).await;
@@ -185,6 +192,17 @@ async fn allocates_a_unique_alias_with_a_verifiable_tag() {
     let text = first["instructions"]["text"].as_str().expect("text");
     let tag = first["tag"].as_str().expect("tag");
     assert!(html.contains(tag) && text.contains(tag));
+    assert!(
+        html.contains(
+            "&lt;script&gt;alert(1)&lt;&#x2f;script&gt; &amp; &lt;b&gt;co&lt;&#x2f;b&gt;"
+        ),
+        "the subject is escaped in the HTML instructions: {html}"
+    );
+    assert!(!html.contains("<script") && !html.contains("<b>"), "{html}");
+    assert!(
+        text.contains("<script>alert(1)</script> & <b>co</b>"),
+        "the plain-text instructions show the subject as typed: {text}"
+    );
     let Some(Ok(MeetingTag::Pxps(id))) = find_tag(html, true) else {
         panic!("no tag in {html}");
     };
