@@ -30,6 +30,7 @@ const INTEGRATION: &str = "batches";
 const GOOD_ROWS: usize = 120;
 
 on_both_engines!(
+    current_thread:
     a_nul_in_one_row_fails_only_that_row,
     a_row_the_database_refuses_fails_only_that_row,
     conflicting_draws_in_one_group_are_reported,

@@ -4,7 +4,7 @@
 //! * `build-pane` — Trunk release build of the pane into `dist/`, precompressed;
 //! * `demo` — setup, build, then run the simulator and the server on loopback;
 //! * `tidy` — the repository's own rules: the code map is true, no test skips
-//!   silently, nothing reads `../shared` (see `tidy.rs`);
+//!   silently, nothing reads the sibling `shared` folder (see `tidy.rs`);
 //! * `test` — every check and test CI runs (see `test.rs`);
 //! * `bench` — print the performance budgets' numbers (see `bench.rs`).
 //!
@@ -42,7 +42,7 @@ enum Task {
     BuildPane,
     /// Start simulator + server on loopback and print the URLs.
     Demo,
-    /// Check the repository's own rules (code map, honest tests, no ../shared).
+    /// Check the repository's own rules (code map, honest tests, nothing read from the sibling shared folder).
     Tidy,
     /// Run every check and test (what CI runs).
     Test(test::TestArgs),

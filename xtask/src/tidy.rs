@@ -20,7 +20,7 @@
 //!    is a test that passes when its prerequisite is missing. Such a test
 //!    must be `#[ignore = "needs …"]` and panic, naming what is missing.
 //! 4. **The project stands alone**: no code, build or CI file names the
-//!    sibling folder `../shared` outside a comment (documentation may point
+//!    sibling `shared` folder (by its relative path) outside a comment (documentation may point
 //!    at it).
 
 use std::path::{Path, PathBuf};

@@ -122,19 +122,21 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..path_start])
 }
 
-/// Runs each named `async fn check(&TestDb)` as `check::sqlite` and `check::postgres`.
+/// Runs each named `async fn check(&TestDb)` as `check::sqlite` and `check::postgres`,
+/// on a 4-thread runtime, or with `current_thread:` first on a single-threaded one
+/// (where spawned tasks start in the order they were spawned).
 #[macro_export]
 macro_rules! on_both_engines {
-    ($($check:ident),* $(,)?) => {$(
+    (@flavor $flavor:tt; $($check:ident),* $(,)?) => {$(
         mod $check {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[tokio::test $flavor]
             async fn sqlite() {
                 let db = super::TestDb::sqlite();
                 super::$check(&db).await;
                 db.finish().await;
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[tokio::test $flavor]
             #[ignore = "needs PostgreSQL: run by cargo xtask test"]
             pub async fn postgres() {
                 let db = super::TestDb::postgres().await;
@@ -143,4 +145,11 @@ macro_rules! on_both_engines {
             }
         }
     )*};
+    // Checks whose spawned tasks must run in the order they were spawned.
+    (current_thread: $($check:ident),* $(,)?) => {
+        on_both_engines!(@flavor (flavor = "current_thread"); $($check),*);
+    };
+    ($($check:ident),* $(,)?) => {
+        on_both_engines!(@flavor (flavor = "multi_thread", worker_threads = 4); $($check),*);
+    };
 }
