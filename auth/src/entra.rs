@@ -117,17 +117,12 @@ pub(super) async fn validate(
 
     // OIDC metadata (cached; the lookup always "finds", so it is fetched once per TTL).
     let metadata = validator
-        .caches
-        .oidc
-        .lookup(
-            metadata_url.as_str(),
-            &host_key(&metadata_url),
-            validator.lookup_policy(settings),
+        .cached_document(
+            &validator.caches.oidc,
+            &metadata_url,
+            settings,
             |m: &OidcMetadata| Some(m.clone()),
-            || async {
-                let doc = validator.fetch_json(&metadata_url).await?;
-                parse_oidc_metadata(metadata_url.as_str(), &doc)
-            },
+            parse_oidc_metadata,
         )
         .await?
         .ok_or_else(|| TokenError::MetadataInvalid {
@@ -149,17 +144,12 @@ pub(super) async fn validate(
 
     // Key by kid (refetch once, rate-limited, on an unknown kid).
     let key = validator
-        .caches
-        .jwks
-        .lookup(
-            jwks_url.as_str(),
-            &host_key(&jwks_url),
-            validator.lookup_policy(settings),
+        .cached_document(
+            &validator.caches.jwks,
+            &jwks_url,
+            settings,
             |jwks: &Jwks| jwks.keys.get(kid).cloned(),
-            || async {
-                let doc = validator.fetch_json(&jwks_url).await?;
-                parse_jwks(jwks_url.as_str(), &doc)
-            },
+            parse_jwks,
         )
         .await?
         .ok_or_else(|| TokenError::UnknownSigningKey {
@@ -223,15 +213,6 @@ pub(super) async fn validate(
         method: AuthMethod::NaaToken,
         expires_at,
     })
-}
-
-/// `host:port` of a URL, the unit of the per-host fetch cap.
-pub(super) fn host_key(url: &reqwest::Url) -> String {
-    format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or_default()
-    )
 }
 
 /// `issuer` and `jwks_uri` from an OIDC metadata document.

@@ -140,21 +140,16 @@ pub(super) async fn validate(
         detail: format!("{x5t:?} is not a SHA-1 thumbprint"),
     })?;
     let (key, realm) = validator
-        .caches
-        .exchange
-        .lookup(
-            url.as_str(),
-            &super::entra::host_key(&url),
-            validator.lookup_policy(settings),
+        .cached_document(
+            &validator.caches.exchange,
+            &url,
+            settings,
             |doc: &ExchangeKeys| {
                 doc.keys
                     .get(&thumbprint)
                     .map(|key| (key.clone(), doc.realm.clone()))
             },
-            || async {
-                let doc = validator.fetch_json(&url).await?;
-                parse_metadata(url.as_str(), &doc)
-            },
+            parse_metadata,
         )
         .await?
         .ok_or_else(|| TokenError::UnknownSigningKey {

@@ -449,13 +449,39 @@ impl TokenValidator {
         fresh.then(|| hit.identity.clone())
     }
 
-    /// How a metadata lookup made now behaves.
-    fn lookup_policy(&self, settings: &TokenSettings) -> LookupPolicy {
-        LookupPolicy {
-            ttl: settings.metadata_cache_ttl,
-            min_refetch: self.min_refetch_interval,
-            now_ms: self.clock.now_unix_ms(),
-        }
+    /// Finds something with `find` in the document at `url` kept in `cache`,
+    /// fetching it and reading it with `parse` when the cache says so (see
+    /// [`cache`]: TTL, refetch interval, back-off, per-host cap).
+    async fn cached_document<T, R>(
+        &self,
+        cache: &UrlCache<T>,
+        url: &Url,
+        settings: &TokenSettings,
+        find: impl Fn(&T) -> Option<R>,
+        parse: fn(&str, &serde_json::Value) -> Result<T, TokenError>,
+    ) -> Result<Option<R>, TokenError> {
+        // `host:port`, the unit of the per-host fetch cap.
+        let host = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
+        cache
+            .lookup(
+                url.as_str(),
+                &host,
+                LookupPolicy {
+                    ttl: settings.metadata_cache_ttl,
+                    min_refetch: self.min_refetch_interval,
+                    now_ms: self.clock.now_unix_ms(),
+                },
+                find,
+                || async {
+                    let doc = self.fetch_json(url).await?;
+                    parse(url.as_str(), &doc)
+                },
+            )
+            .await
     }
 
     /// Parse a URL we are about to fetch and insist on https (or loopback http when
