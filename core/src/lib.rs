@@ -10,7 +10,8 @@
 //! * [`templates`] — every Pexip template field (minijinja);
 //! * [`meeting_tag`] — PXPS tags under an integration's key;
 //! * [`deferral`] — TOK statements an edge signs when management is down;
-//! * [`quota`] — per-requester and global allocation limits.
+//! * [`quota`] — per-requester and global allocation limits;
+//! * [`windows_zones`] — Windows time zone ids (as Exchange sends them) → IANA zones.
 
 pub mod alias_space;
 pub mod clock;
@@ -23,3 +24,4 @@ pub mod quota;
 pub mod recurrence;
 pub mod secret;
 pub mod templates;
+pub mod windows_zones;
