@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use vmr_protocol::{AuthMethod, PaneTexts};
@@ -514,6 +515,12 @@ pub struct IntegrationConfig {
     pub meeting_buffer_before: u32,
     /// Minutes after end participants can still join (0–180).
     pub meeting_buffer_after: u32,
+    /// `[integration.exchange]`: the mailbox connection. Absent: this
+    /// integration processes no mailbox (the pane still works). Filled in by
+    /// [`Config::load`] from the TOML table (secrets resolved, files
+    /// checked), hence not deserialised directly.
+    #[serde(skip)]
+    pub exchange: Option<ExchangeConfig>,
 }
 
 impl Default for IntegrationConfig {
@@ -535,6 +542,7 @@ impl Default for IntegrationConfig {
             templates: BTreeMap::new(),
             meeting_buffer_before: 30,
             meeting_buffer_after: 60,
+            exchange: None,
         }
     }
 }
@@ -615,6 +623,996 @@ impl Default for AddinTexts {
     }
 }
 
+// ---------------------------------------------------------------------------
+// `[integration.exchange]`: the connection to the mailbox the integration
+// processes. The TOML table is read into the private `ExchangeToml` /
+// `ExchangeAuthToml` forms, whose secrets may come inline, from an
+// environment variable or from a file; `resolve` turns them into the public
+// [`ExchangeConfig`] with every secret read, so the server never sees where
+// a secret came from.
+
+/// Every `RequestServerVersion` value EWS accepts: the `ExchangeVersionType`
+/// enumeration of the vendored `schemas/ews/types.xsd`, in the schema's order
+/// (oldest first).
+pub const EWS_SERVER_VERSIONS: [&str; 16] = [
+    "Exchange2007",
+    "Exchange2007_SP1",
+    "Exchange2009",
+    "Exchange2010",
+    "Exchange2010_SP1",
+    "Exchange2010_SP2",
+    "Exchange2012",
+    "Exchange2013",
+    "Exchange2013_SP1",
+    "Exchange2015",
+    "Exchange2016",
+    "V2015_10_05",
+    "V2016_01_06",
+    "V2016_04_13",
+    "V2016_07_13",
+    "V2016_10_10",
+];
+
+/// `RequestServerVersion` sent when the config names none: understood by
+/// Exchange 2013 SP1 and later, 2016, 2019, SE and Exchange Online.
+pub const DEFAULT_EWS_SERVER_VERSION: &str = "Exchange2013_SP1";
+
+/// The oldest version with streaming notifications (`GetStreamingEvents`).
+pub const MIN_STREAMING_SERVER_VERSION: &str = "Exchange2010_SP1";
+
+/// The oldest version that accepts the `ExchangeImpersonation` header.
+pub const MIN_IMPERSONATION_SERVER_VERSION: &str = "Exchange2007_SP1";
+
+/// OAuth2 scope of app-only EWS tokens (Exchange Online's `.default`).
+pub const DEFAULT_OAUTH_SCOPE: &str = "https://outlook.office365.com/.default";
+
+/// Entra ID's v2.0 token endpoint of `tenant` (a tenant id or verified domain).
+pub fn entra_token_url(tenant: &str) -> String {
+    format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
+}
+
+/// `[integration.exchange]`: how the service reaches the mailbox it processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeConfig {
+    /// The protocol (`backend`, only `"ews"` for now).
+    pub backend: ExchangeBackend,
+    /// EWS endpoint, usually `https://<server or load balancer>/EWS/Exchange.asmx`.
+    /// https unless `allow_insecure_http`; no user info, query or fragment.
+    pub ews_url: String,
+    /// `RequestServerVersion` (one of [`EWS_SERVER_VERSIONS`]; default
+    /// [`DEFAULT_EWS_SERVER_VERSION`]); at least
+    /// [`MIN_STREAMING_SERVER_VERSION`] with streaming on.
+    pub server_version: String,
+    /// The SMTP address of the mailbox to watch; `None`: the integration's
+    /// `resource_email` (see [`IntegrationConfig::watched_mailbox`]).
+    pub mailbox: Option<String>,
+    /// How the service account reaches that mailbox.
+    pub access: MailboxAccess,
+    /// `[integration.exchange.auth]`: the service account's credentials.
+    pub auth: ExchangeAuth,
+    /// Seconds between polls when streaming is off or failing (5–3600, default 60).
+    pub poll_interval_secs: u64,
+    /// Seconds between full re-syncs, the safety net behind notifications
+    /// (60–86400, default 3600).
+    pub resync_interval_secs: u64,
+    /// Use streaming notifications (default true).
+    pub streaming: bool,
+    /// `GetStreamingEvents` `ConnectionTimeout` in minutes (1–30, default 30).
+    pub streaming_timeout_minutes: u32,
+    /// Concurrent EWS requests per mailbox (1–27, default 4; 27 is
+    /// Exchange's default `EWSMaxConcurrency`).
+    pub max_concurrency: u32,
+    /// Seconds one EWS request may take (5–600, default 100).
+    pub request_timeout_secs: u64,
+    /// `SyncFolderItems` `MaxChangesReturned` (1–512, default 100).
+    pub sync_batch_size: u32,
+    /// Days ahead for which a series' occurrences are materialised
+    /// (1–1080, default 400).
+    pub horizon_days: u32,
+    /// Allow `http://` for `ews_url` and `auth.token_url` (tests and demos only).
+    pub allow_insecure_http: bool,
+    /// Extra CA certificate(s), PEM, trusted for the EWS server and token
+    /// endpoint; checked at load (exists, holds a certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate from the EWS server (the demo's simulator
+    /// only); a warning is logged at load.
+    pub danger_accept_invalid_certs: bool,
+}
+
+/// `backend`: the protocol spoken with the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExchangeBackend {
+    /// Exchange Web Services (SOAP): on-premises Exchange and, until its
+    /// retirement, Exchange Online.
+    #[default]
+    Ews,
+}
+
+/// `access`: how the service account acts on the watched mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxAccess {
+    /// `"impersonation"` (default): every request carries the
+    /// `ExchangeImpersonation` header and `X-AnchorMailbox` with the mailbox
+    /// (ApplicationImpersonation on-premises; required for app-only OAuth2).
+    #[default]
+    Impersonation,
+    /// `"delegate"`: the service account has full access to the mailbox;
+    /// every `DistinguishedFolderId` names the mailbox.
+    Delegate,
+}
+
+/// `[integration.exchange.auth]`: how requests to Exchange authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeAuth {
+    /// `method = "basic"`: `Authorization: Basic` (on-premises EWS virtual
+    /// directories that allow it).
+    Basic {
+        /// The service account (`user@domain` or `DOMAIN\user`).
+        username: String,
+        /// From `password`, `password_env` or `password_file`.
+        password: Secret,
+    },
+    /// `method = "oauth2"`: app-only OAuth2, client-credentials grant.
+    OAuth2 {
+        /// Entra ID tenant (id or domain); sets the default `token_url`.
+        tenant: Option<String>,
+        /// Token endpoint (default [`entra_token_url`] of `tenant`).
+        token_url: String,
+        /// The app registration's (client) id.
+        client_id: String,
+        /// Requested scope (default [`DEFAULT_OAUTH_SCOPE`]).
+        scope: String,
+        /// Client secret or certificate.
+        credential: OAuthCredential,
+    },
+}
+
+impl ExchangeAuth {
+    /// The `method` value this came from (`"basic"`, `"oauth2"`).
+    pub fn method(&self) -> &'static str {
+        match self {
+            ExchangeAuth::Basic { .. } => "basic",
+            ExchangeAuth::OAuth2 { .. } => "oauth2",
+        }
+    }
+}
+
+/// How an OAuth2 client proves its identity to the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuthCredential {
+    /// From `client_secret`, `client_secret_env` or `client_secret_file`.
+    Secret(Secret),
+    /// A certificate registered with the app, and its RSA private key; the
+    /// client signs a `client_assertion` (RS256) with the key.
+    Certificate {
+        /// PEM certificate (`-----BEGIN CERTIFICATE-----`).
+        certificate: PathBuf,
+        /// PEM private key, unencrypted: PKCS#8 (`BEGIN PRIVATE KEY`) or
+        /// PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+        private_key: PathBuf,
+    },
+}
+
+impl ExchangeConfig {
+    /// A connection to `ews_url` with `auth` and every other key at its default.
+    pub fn new(ews_url: impl Into<String>, auth: ExchangeAuth) -> Self {
+        ExchangeConfig {
+            backend: ExchangeBackend::Ews,
+            ews_url: ews_url.into(),
+            server_version: DEFAULT_EWS_SERVER_VERSION.into(),
+            mailbox: None,
+            access: MailboxAccess::Impersonation,
+            auth,
+            poll_interval_secs: 60,
+            resync_interval_secs: 3600,
+            streaming: true,
+            streaming_timeout_minutes: 30,
+            max_concurrency: 4,
+            request_timeout_secs: 100,
+            sync_batch_size: 100,
+            horizon_days: 400,
+            allow_insecure_http: false,
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+        }
+    }
+
+    /// `poll_interval_secs` as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_secs)
+    }
+
+    /// `resync_interval_secs` as a duration.
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_interval_secs)
+    }
+
+    /// `request_timeout_secs` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// `streaming_timeout_minutes` as a duration.
+    pub fn streaming_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.streaming_timeout_minutes) * 60)
+    }
+
+    /// Ranges and cross-field rules; `at` is `integration[i].exchange`.
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{at}.{k}");
+        check_service_url(&key("ews_url"), &self.ews_url, self.allow_insecure_http)?;
+        let Some(version) = EWS_SERVER_VERSIONS
+            .iter()
+            .position(|v| *v == self.server_version)
+        else {
+            return Err(ConfigError::key(
+                key("server_version"),
+                format!(
+                    "must be one of EWS's ExchangeVersionType values ({}), found {:?}",
+                    EWS_SERVER_VERSIONS.join(", "),
+                    self.server_version
+                ),
+            ));
+        };
+        let position = |name: &str| EWS_SERVER_VERSIONS.iter().position(|v| *v == name);
+        if self.streaming && Some(version) < position(MIN_STREAMING_SERVER_VERSION) {
+            return Err(ConfigError::key(
+                key("server_version"),
+                format!(
+                    "{} has no streaming notifications (GetStreamingEvents needs at least \
+                     {MIN_STREAMING_SERVER_VERSION}): choose {MIN_STREAMING_SERVER_VERSION} or \
+                     later, or set streaming = false to poll",
+                    self.server_version
+                ),
+            ));
+        }
+        if self.access == MailboxAccess::Impersonation
+            && Some(version) < position(MIN_IMPERSONATION_SERVER_VERSION)
+        {
+            return Err(ConfigError::key(
+                key("server_version"),
+                format!(
+                    "{} has no ExchangeImpersonation header (it needs at least \
+                     {MIN_IMPERSONATION_SERVER_VERSION}): choose a later version or \
+                     access = \"delegate\"",
+                    self.server_version
+                ),
+            ));
+        }
+        if let Some(mailbox) = &self.mailbox {
+            check_smtp_address(&key("mailbox"), mailbox)?;
+        }
+        for (name, value, min, max, unit) in [
+            (
+                "poll_interval_secs",
+                self.poll_interval_secs,
+                5,
+                3600,
+                "seconds",
+            ),
+            (
+                "resync_interval_secs",
+                self.resync_interval_secs,
+                60,
+                86_400,
+                "seconds",
+            ),
+            (
+                "streaming_timeout_minutes",
+                u64::from(self.streaming_timeout_minutes),
+                1,
+                30,
+                "minutes (EWS's ConnectionTimeout range)",
+            ),
+            (
+                "max_concurrency",
+                u64::from(self.max_concurrency),
+                1,
+                27,
+                "requests (27 is Exchange's default EWSMaxConcurrency)",
+            ),
+            (
+                "request_timeout_secs",
+                self.request_timeout_secs,
+                5,
+                600,
+                "seconds",
+            ),
+            (
+                "sync_batch_size",
+                u64::from(self.sync_batch_size),
+                1,
+                512,
+                "changes (SyncFolderItems' MaxChangesReturned range)",
+            ),
+            (
+                "horizon_days",
+                u64::from(self.horizon_days),
+                1,
+                1080,
+                "days",
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::key(
+                    key(name),
+                    format!("must be {min} to {max} {unit}, found {value}"),
+                ));
+            }
+        }
+        self.validate_auth(at)
+    }
+
+    fn validate_auth(&self, at: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{at}.auth.{k}");
+        match &self.auth {
+            ExchangeAuth::Basic { username, password } => {
+                if username.is_empty() || username.chars().any(|c| c.is_control() || c == ':') {
+                    return Err(ConfigError::key(
+                        key("username"),
+                        format!(
+                            "must be a non-empty user name without ':' or control characters \
+                             (Basic authentication cannot carry them), found {username:?}"
+                        ),
+                    ));
+                }
+                if password.expose().is_empty() {
+                    return Err(ConfigError::key(key("password"), "must not be empty"));
+                }
+            }
+            ExchangeAuth::OAuth2 {
+                tenant,
+                token_url,
+                client_id,
+                scope,
+                credential,
+            } => {
+                if self.access == MailboxAccess::Delegate {
+                    return Err(ConfigError::key(
+                        format!("{at}.access"),
+                        "app-only OAuth2 tokens (client credentials) must impersonate the mailbox \
+                         (ExchangeImpersonation and X-AnchorMailbox); set access = \"impersonation\"",
+                    ));
+                }
+                if let Some(tenant) = tenant {
+                    if tenant.is_empty()
+                        || !tenant
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                    {
+                        return Err(ConfigError::key(
+                            key("tenant"),
+                            format!(
+                                "must be a tenant id (GUID) or domain (letters, digits, '-', '.'), \
+                                 found {tenant:?}"
+                            ),
+                        ));
+                    }
+                }
+                check_service_url(&key("token_url"), token_url, self.allow_insecure_http)?;
+                if client_id.is_empty()
+                    || client_id
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConfigError::key(
+                        key("client_id"),
+                        format!("must be the app registration's client id, found {client_id:?}"),
+                    ));
+                }
+                if scope.trim().is_empty() || scope.chars().any(char::is_control) {
+                    return Err(ConfigError::key(
+                        key("scope"),
+                        format!("must be a non-empty scope, found {scope:?}"),
+                    ));
+                }
+                if let OAuthCredential::Secret(secret) = credential {
+                    if secret.expose().is_empty() {
+                        return Err(ConfigError::key(key("client_secret"), "must not be empty"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The files the connection needs (CA, client certificate and key) exist
+    /// and hold what they should.
+    fn check_files(&self, at: &str) -> Result<(), ConfigError> {
+        if let Some(path) = &self.ca_file {
+            check_pem_certificates(&format!("{at}.ca_file"), path)?;
+        }
+        if let ExchangeAuth::OAuth2 {
+            credential:
+                OAuthCredential::Certificate {
+                    certificate,
+                    private_key,
+                },
+            ..
+        } = &self.auth
+        {
+            check_pem_certificates(&format!("{at}.auth.certificate"), certificate)?;
+            check_pem_private_key(&format!("{at}.auth.private_key"), private_key)?;
+        }
+        Ok(())
+    }
+
+    /// Logs the settings that weaken transport security.
+    fn warn_about_risks(&self, at: &str) {
+        if self.danger_accept_invalid_certs {
+            tracing::warn!(
+                key = %format!("{at}.danger_accept_invalid_certs"),
+                ews_url = %self.ews_url,
+                "TLS CERTIFICATE CHECKS ARE OFF for this mailbox connection: anyone between this \
+                 server and Exchange can read the mailbox credentials and the meetings. Use this \
+                 only with the demo's simulator; trust a private CA with ca_file instead"
+            );
+        }
+        if self.allow_insecure_http && self.ews_url.starts_with("http://") {
+            tracing::warn!(
+                key = %format!("{at}.ews_url"),
+                ews_url = %self.ews_url,
+                "the mailbox connection uses plain http (allow_insecure_http = true): credentials \
+                 and meetings cross the network unencrypted. Tests and demos only"
+            );
+        }
+    }
+}
+
+impl IntegrationConfig {
+    /// The mailbox this integration processes: `exchange.mailbox`, else
+    /// `resource_email`; `None` without `[integration.exchange]`.
+    pub fn watched_mailbox(&self) -> Option<&str> {
+        let exchange = self.exchange.as_ref()?;
+        Some(exchange.mailbox.as_deref().unwrap_or(&self.resource_email))
+    }
+}
+
+/// Environment variables by name, for `*_env` secrets.
+type EnvVars = BTreeMap<String, String>;
+
+/// `[integration.exchange]` as written (every key optional, secrets by source).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ExchangeToml {
+    backend: Option<String>,
+    ews_url: Option<String>,
+    server_version: Option<String>,
+    mailbox: Option<String>,
+    access: Option<MailboxAccess>,
+    auth: Option<ExchangeAuthToml>,
+    poll_interval_secs: Option<u64>,
+    resync_interval_secs: Option<u64>,
+    streaming: Option<bool>,
+    streaming_timeout_minutes: Option<u32>,
+    max_concurrency: Option<u32>,
+    request_timeout_secs: Option<u64>,
+    sync_batch_size: Option<u32>,
+    horizon_days: Option<u32>,
+    allow_insecure_http: Option<bool>,
+    ca_file: Option<PathBuf>,
+    danger_accept_invalid_certs: Option<bool>,
+}
+
+/// `method` as written, including the ones refused with an explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ExchangeAuthMethodToml {
+    Basic,
+    Oauth2,
+    Ntlm,
+    Kerberos,
+}
+
+/// `[integration.exchange.auth]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ExchangeAuthToml {
+    method: Option<ExchangeAuthMethodToml>,
+    username: Option<String>,
+    password: Option<Secret>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    tenant: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+}
+
+impl ExchangeToml {
+    /// The connection with defaults filled in and secrets read; `at` is
+    /// `integration[i].exchange`.
+    fn resolve(self, at: &str, env: &EnvVars) -> Result<ExchangeConfig, ConfigError> {
+        let key = |k: &str| format!("{at}.{k}");
+        let backend = match self.backend.as_deref().unwrap_or("ews") {
+            "ews" => ExchangeBackend::Ews,
+            "graph" => {
+                return Err(ConfigError::key(
+                    key("backend"),
+                    "\"graph\" (Microsoft Graph) is not supported yet; use \"ews\"",
+                ))
+            }
+            other => {
+                return Err(ConfigError::key(
+                    key("backend"),
+                    format!("must be \"ews\", found {other:?}"),
+                ))
+            }
+        };
+        let Some(ews_url) = self.ews_url else {
+            return Err(ConfigError::key(
+                key("ews_url"),
+                "is required: the EWS endpoint, e.g. https://mail.example.com/EWS/Exchange.asmx",
+            ));
+        };
+        let Some(auth) = self.auth else {
+            return Err(ConfigError::key(
+                key("auth"),
+                "is required: an [integration.exchange.auth] table with method = \"basic\" or \"oauth2\"",
+            ));
+        };
+        let auth = auth.resolve(&key("auth"), env)?;
+        let d = ExchangeConfig::new(ews_url, auth);
+        Ok(ExchangeConfig {
+            backend,
+            server_version: self.server_version.unwrap_or(d.server_version.clone()),
+            mailbox: self.mailbox,
+            access: self.access.unwrap_or(d.access),
+            poll_interval_secs: self.poll_interval_secs.unwrap_or(d.poll_interval_secs),
+            resync_interval_secs: self.resync_interval_secs.unwrap_or(d.resync_interval_secs),
+            streaming: self.streaming.unwrap_or(d.streaming),
+            streaming_timeout_minutes: self
+                .streaming_timeout_minutes
+                .unwrap_or(d.streaming_timeout_minutes),
+            max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
+            request_timeout_secs: self.request_timeout_secs.unwrap_or(d.request_timeout_secs),
+            sync_batch_size: self.sync_batch_size.unwrap_or(d.sync_batch_size),
+            horizon_days: self.horizon_days.unwrap_or(d.horizon_days),
+            allow_insecure_http: self.allow_insecure_http.unwrap_or(d.allow_insecure_http),
+            ca_file: self.ca_file,
+            danger_accept_invalid_certs: self
+                .danger_accept_invalid_certs
+                .unwrap_or(d.danger_accept_invalid_certs),
+            ..d
+        })
+    }
+}
+
+impl ExchangeAuthToml {
+    /// The credentials of `method`, secrets read; `at` is `integration[i].exchange.auth`.
+    fn resolve(self, at: &str, env: &EnvVars) -> Result<ExchangeAuth, ConfigError> {
+        let key = |k: &str| format!("{at}.{k}");
+        let Some(method) = self.method else {
+            return Err(ConfigError::key(
+                key("method"),
+                "is required: \"basic\" or \"oauth2\"",
+            ));
+        };
+        let basic_keys = [
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("password_file", self.password_file.is_some()),
+        ];
+        let oauth_keys = [
+            ("tenant", self.tenant.is_some()),
+            ("token_url", self.token_url.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("scope", self.scope.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("client_secret_env", self.client_secret_env.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
+            ("certificate", self.certificate.is_some()),
+            ("private_key", self.private_key.is_some()),
+        ];
+        let refuse_others =
+            |method: &str, others: &[(&str, bool)]| match others.iter().find(|(_, given)| *given) {
+                Some((name, _)) => Err(ConfigError::key(
+                    key(name),
+                    format!("is not used with method = \"{method}\""),
+                )),
+                None => Ok(()),
+            };
+        match method {
+            ExchangeAuthMethodToml::Ntlm => Err(ConfigError::key(
+                key("method"),
+                "\"ntlm\" is not supported yet (NTLM arrives with issue 8); use \"basic\" or \"oauth2\"",
+            )),
+            ExchangeAuthMethodToml::Kerberos => Err(ConfigError::key(
+                key("method"),
+                "\"kerberos\" is not supported yet (NTLM arrives with issue 8, Kerberos after it); \
+                 use \"basic\" or \"oauth2\"",
+            )),
+            ExchangeAuthMethodToml::Basic => {
+                refuse_others("basic", &oauth_keys)?;
+                let Some(username) = self.username else {
+                    return Err(ConfigError::key(
+                        key("username"),
+                        "method = \"basic\" needs the service account's user name",
+                    ));
+                };
+                let password = resolve_secret(
+                    at,
+                    "password",
+                    self.password,
+                    self.password_env,
+                    self.password_file,
+                    env,
+                )?
+                .ok_or_else(|| {
+                    ConfigError::key(
+                        key("password"),
+                        "method = \"basic\" needs the password: give one of password, \
+                         password_env (an environment variable) or password_file",
+                    )
+                })?;
+                Ok(ExchangeAuth::Basic { username, password })
+            }
+            ExchangeAuthMethodToml::Oauth2 => {
+                refuse_others("oauth2", &basic_keys)?;
+                let Some(client_id) = self.client_id else {
+                    return Err(ConfigError::key(
+                        key("client_id"),
+                        "method = \"oauth2\" needs the app registration's client id",
+                    ));
+                };
+                let token_url = match (self.token_url, &self.tenant) {
+                    (Some(url), _) => url,
+                    (None, Some(tenant)) => entra_token_url(tenant),
+                    (None, None) => {
+                        return Err(ConfigError::key(
+                            key("token_url"),
+                            "method = \"oauth2\" needs tenant (for Entra ID's token endpoint) \
+                             or token_url",
+                        ))
+                    }
+                };
+                let secret = resolve_secret(
+                    at,
+                    "client_secret",
+                    self.client_secret,
+                    self.client_secret_env,
+                    self.client_secret_file,
+                    env,
+                )?;
+                let credential = match (secret, self.certificate, self.private_key) {
+                    (Some(secret), None, None) => OAuthCredential::Secret(secret),
+                    (None, Some(certificate), Some(private_key)) => OAuthCredential::Certificate {
+                        certificate,
+                        private_key,
+                    },
+                    (Some(_), _, _) => {
+                        return Err(ConfigError::key(
+                            key("certificate"),
+                            "give either a client secret (client_secret, client_secret_env or \
+                             client_secret_file) or certificate and private_key, not both",
+                        ))
+                    }
+                    (None, Some(_), None) => {
+                        return Err(ConfigError::key(
+                            key("private_key"),
+                            "certificate needs its private_key (PEM)",
+                        ))
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(ConfigError::key(
+                            key("certificate"),
+                            "private_key needs its certificate (PEM)",
+                        ))
+                    }
+                    (None, None, None) => {
+                        return Err(ConfigError::key(
+                            key("client_secret"),
+                            "method = \"oauth2\" needs a credential: client_secret (or \
+                             client_secret_env / client_secret_file), or certificate and private_key",
+                        ))
+                    }
+                };
+                Ok(ExchangeAuth::OAuth2 {
+                    tenant: self.tenant,
+                    token_url,
+                    client_id,
+                    scope: self.scope.unwrap_or_else(|| DEFAULT_OAUTH_SCOPE.into()),
+                    credential,
+                })
+            }
+        }
+    }
+}
+
+/// A secret given in at most one of three ways: `<name>` inline,
+/// `<name>_env` (an environment variable) or `<name>_file` (trailing newlines
+/// trimmed). `None` when none is given; errors never contain the secret.
+fn resolve_secret(
+    at: &str,
+    name: &str,
+    inline: Option<Secret>,
+    env_name: Option<String>,
+    file: Option<PathBuf>,
+    env: &EnvVars,
+) -> Result<Option<Secret>, ConfigError> {
+    let key = |suffix: &str| format!("{at}.{name}{suffix}");
+    let given: Vec<String> = [
+        (key(""), inline.is_some()),
+        (key("_env"), env_name.is_some()),
+        (key("_file"), file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    if given.len() > 1 {
+        return Err(ConfigError::key(
+            key(""),
+            format!(
+                "give the secret in one way only ({name}, {name}_env or {name}_file), found {}",
+                given.join(" and ")
+            ),
+        ));
+    }
+    if let Some(secret) = inline {
+        return Ok(Some(secret));
+    }
+    if let Some(var) = env_name {
+        if var.is_empty() || var.contains(['=', '\0']) {
+            return Err(ConfigError::key(
+                key("_env"),
+                format!("must be the name of an environment variable, found {var:?}"),
+            ));
+        }
+        return match env.get(&var) {
+            None => Err(ConfigError::key(
+                key("_env"),
+                format!("environment variable {var} is not set"),
+            )),
+            Some(value) if value.is_empty() => Err(ConfigError::key(
+                key("_env"),
+                format!("environment variable {var} is empty"),
+            )),
+            Some(value) => Ok(Some(Secret::new(value.clone()))),
+        };
+    }
+    if let Some(path) = file {
+        let k = key("_file");
+        let shown = path.display();
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ConfigError::key(&k, format!("cannot read {shown}: {}", io_reason(&e))))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::key(&k, format!("{shown} is not UTF-8 text")))?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(ConfigError::key(&k, format!("{shown} is empty")));
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(None)
+}
+
+/// An I/O error's reason without the "(os error N)" suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// `https://host/...` (or `http://` when allowed), without user info, query
+/// or fragment. A URL containing '@' is never repeated in the error, since
+/// it may carry a password.
+fn check_service_url(key: &str, raw: &str, allow_http: bool) -> Result<(), ConfigError> {
+    let shown = if raw.contains('@') {
+        "a URL with '@' (not shown)".to_string()
+    } else {
+        format!("{raw:?}")
+    };
+    let url = url::Url::parse(raw)
+        .map_err(|e| ConfigError::key(key, format!("{shown} is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::key(
+            key,
+            "must not carry user info; credentials belong in [integration.exchange.auth]",
+        ));
+    }
+    if url.fragment().is_some() || url.query().is_some() {
+        return Err(ConfigError::key(
+            key,
+            format!("must not have a query or fragment, found {shown}"),
+        ));
+    }
+    let scheme_ok = match url.scheme() {
+        "https" => true,
+        "http" => allow_http,
+        _ => false,
+    };
+    if !scheme_ok || url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "must be an https URL (http only with allow_insecure_http = true, for tests), \
+                 found {shown}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `local@domain` with a plain ASCII local part and a DNS domain.
+fn check_smtp_address(key: &str, address: &str) -> Result<(), ConfigError> {
+    let plain_local = |local: &str| {
+        !local.is_empty()
+            && local.len() <= 64
+            && local
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"@<>()[],;:\\\"".contains(c))
+    };
+    let dns_domain = |domain: &str| {
+        !domain.is_empty()
+            && domain.len() <= 253
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    };
+    match address.split_once('@') {
+        Some((local, domain)) if plain_local(local) && dns_domain(domain) => Ok(()),
+        _ => Err(ConfigError::key(
+            key,
+            format!("must be an SMTP address like room@example.com, found {address:?}"),
+        )),
+    }
+}
+
+/// One `-----BEGIN <label>-----` … `-----END <label>-----` block.
+struct PemBlock {
+    label: String,
+    der: Vec<u8>,
+    /// RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`): a legacy encrypted key.
+    has_headers: bool,
+}
+
+/// The PEM blocks of `text` (text between blocks is ignored, RFC 7468).
+/// Errors describe the structure only, never the content.
+fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
+    use base64::Engine as _;
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String, bool)> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            if open.is_some() {
+                return Err(format!("BEGIN {label} inside another block"));
+            }
+            open = Some((label.to_string(), String::new(), false));
+        } else if let Some(label) = line
+            .strip_prefix("-----END ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            let Some((begin, body, has_headers)) = open.take() else {
+                return Err(format!("END {label} without BEGIN"));
+            };
+            if begin != label {
+                return Err(format!("BEGIN {begin} ends with END {label}"));
+            }
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map_err(|_| format!("the {label} block is not valid base64"))?;
+            blocks.push(PemBlock {
+                label: begin,
+                der,
+                has_headers,
+            });
+        } else if let Some((_, body, has_headers)) = open.as_mut() {
+            if line.contains(':') {
+                *has_headers = true;
+            } else {
+                body.push_str(line);
+            }
+        }
+    }
+    match open {
+        Some((label, _, _)) => Err(format!("BEGIN {label} has no END")),
+        None => Ok(blocks),
+    }
+}
+
+/// Reads the PEM file at `path` for `key`.
+fn read_pem_file(key: &str, path: &Path) -> Result<Vec<PemBlock>, ConfigError> {
+    let shown = path.display();
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::key(key, format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError::key(key, format!("{shown} is not PEM text (not UTF-8)")))?;
+    pem_blocks(&text).map_err(|why| ConfigError::key(key, format!("{shown} is not PEM: {why}")))
+}
+
+/// A DER SEQUENCE (certificates and keys all are one).
+fn is_der_sequence(der: &[u8]) -> bool {
+    der.len() > 16 && der[0] == 0x30
+}
+
+/// `path` holds at least one PEM certificate, and nothing but DER in each.
+fn check_pem_certificates(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let blocks = read_pem_file(key, path)?;
+    let certificates: Vec<&PemBlock> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
+    if certificates.is_empty() {
+        return Err(ConfigError::key(
+            key,
+            format!("{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ));
+    }
+    if let Some(n) = certificates.iter().position(|c| !is_der_sequence(&c.der)) {
+        return Err(ConfigError::key(
+            key,
+            format!("certificate {} in {shown} is not a DER certificate", n + 1),
+        ));
+    }
+    Ok(())
+}
+
+/// DER of the rsaEncryption algorithm OID (1.2.840.113549.1.1.1).
+const RSA_ENCRYPTION_OID: [u8; 11] = [
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
+
+/// `path` holds an unencrypted RSA private key, PKCS#8 or PKCS#1 (Entra ID
+/// certificate credentials are RSA; the assertion is signed RS256).
+fn check_pem_private_key(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let blocks = read_pem_file(key, path)?;
+    let Some(block) = blocks.iter().find(|b| b.label.ends_with("PRIVATE KEY")) else {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "{shown} holds no PEM private key (-----BEGIN PRIVATE KEY----- for PKCS#8 or \
+                 -----BEGIN RSA PRIVATE KEY----- for PKCS#1)"
+            ),
+        ));
+    };
+    if block.label == "ENCRYPTED PRIVATE KEY" || block.has_headers {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "the key in {shown} is encrypted; give it unencrypted (PKCS#8 or PKCS#1) and \
+                 protect the file with its permissions"
+            ),
+        ));
+    }
+    let rsa = match block.label.as_str() {
+        "RSA PRIVATE KEY" => is_der_sequence(&block.der),
+        "PRIVATE KEY" => {
+            is_der_sequence(&block.der)
+                && block
+                    .der
+                    .windows(RSA_ENCRYPTION_OID.len())
+                    .take(32)
+                    .any(|w| w == RSA_ENCRYPTION_OID)
+        }
+        _ => false,
+    };
+    if !rsa {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "the key in {shown} ({}) is not an RSA key; Entra ID certificate credentials are RSA",
+                block.label
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads `path` (if given), applies `VMR__…` environment overrides from
     /// `env`, and validates.
@@ -631,39 +1629,70 @@ impl Config {
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Syntax {
                         path: path.to_path_buf(),
-                        message: e.to_string().trim().to_string(),
+                        message: syntax_error_message(&text, &e),
                     })?
             }
             None => toml::Table::new(),
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut root = toml::Value::Table(tree);
-        for (name, value) in env {
+        for (name, value) in &env {
             if let Some(rest) = name.strip_prefix("VMR__") {
-                apply_override(&mut root, rest, &value)?;
+                apply_override(&mut root, rest, value)?;
             }
         }
         match root {
-            toml::Value::Table(tree) => Self::from_table(tree),
+            toml::Value::Table(tree) => Self::from_table_with_env(tree, &env.into_iter().collect()),
             _ => Err(ConfigError::key("(top level)", "must be a table")),
         }
     }
 
-    /// Deserialises and validates an already-parsed tree.
+    /// Deserialises and validates an already-parsed tree; `*_env` secrets are
+    /// read from the process environment.
     pub fn from_table(tree: toml::Table) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::key(
-                    if key == "." {
-                        "(top level)".into()
-                    } else {
-                        key
-                    },
-                    e.into_inner().to_string(),
-                )
-            })?;
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::from_table_with_env(tree, &env)
+    }
+
+    /// Deserialises and validates an already-parsed tree; `*_env` secrets
+    /// (`password_env`, `client_secret_env`) are looked up in `env`. Reads
+    /// the files the mailbox connections name (secrets, CA, client
+    /// certificate) and warns about weakened TLS.
+    pub fn from_table_with_env(
+        mut tree: toml::Table,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let exchange = take_exchange_tables(&mut tree, env)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
+            .map_err(|e| deserialize_error("", e))?;
+        for (i, connection) in exchange {
+            if let Some(integration) = config.integrations.get_mut(i) {
+                integration.exchange = Some(connection);
+            }
+        }
         config.validate()?;
+        config.check_exchange_files()?;
+        for (i, integration) in config.integrations.iter().enumerate() {
+            if let Some(exchange) = &integration.exchange {
+                exchange.warn_about_risks(&format!("integration[{i}].exchange"));
+            }
+        }
         Ok(config)
+    }
+
+    /// The files of every mailbox connection exist and hold what they
+    /// should: `ca_file` and, for OAuth2 certificate credentials,
+    /// `auth.certificate` and `auth.private_key` (PEM). Part of
+    /// [`Config::load`]; not of [`Config::validate`], which reads no files.
+    pub fn check_exchange_files(&self) -> Result<(), ConfigError> {
+        for (i, integration) in self.integrations.iter().enumerate() {
+            if let Some(exchange) = &integration.exchange {
+                exchange.check_files(&format!("integration[{i}].exchange"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Range and cross-field checks.
@@ -757,6 +1786,7 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         let mut resources = std::collections::BTreeSet::new();
+        let mut watched = BTreeMap::new();
         for (i, integration) in self.integrations.iter().enumerate() {
             integration.validate(&format!("integration[{i}]"))?;
             if !seen.insert(integration.id.as_str()) {
@@ -773,6 +1803,26 @@ impl Config {
                         integration.resource_email
                     ),
                 ));
+            }
+            if let Some(mailbox) = integration.watched_mailbox() {
+                if let Some(first) = watched.insert(mailbox.to_ascii_lowercase(), i) {
+                    let defaulted = integration
+                        .exchange
+                        .as_ref()
+                        .is_some_and(|e| e.mailbox.is_none());
+                    return Err(ConfigError::key(
+                        format!("integration[{i}].exchange.mailbox"),
+                        format!(
+                            "{mailbox:?}{} is already watched by integration[{first}]; two \
+                             integrations cannot process one mailbox",
+                            if defaulted {
+                                " (the default: this integration's resource_email)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -965,6 +2015,9 @@ impl IntegrationConfig {
         }
         crate::templates::TemplateSet::compile(&self.templates)
             .map_err(|e| ConfigError::key(key("templates"), e.to_string()))?;
+        if let Some(exchange) = &self.exchange {
+            exchange.validate(&key("exchange"))?;
+        }
         if self.auth.method == AuthMethod::NaaToken {
             if self.auth.naa_api_application_id.is_none() {
                 return Err(ConfigError::key(
@@ -1045,7 +2098,10 @@ fn apply_override(tree: &mut toml::Value, path: &str, raw: &str) -> Result<(), C
             "empty segment in environment override name",
         ));
     }
-    let value = parse_env_value(raw);
+    let value = match parts.last() {
+        Some(leaf) if SECRET_KEYS.contains(&leaf.as_str()) => toml::Value::String(raw.to_string()),
+        _ => parse_env_value(raw),
+    };
     let mut node: &mut toml::Value = tree;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
@@ -1092,6 +2148,80 @@ fn apply_override(tree: &mut toml::Value, path: &str, raw: &str) -> Result<(), C
         };
     }
     Ok(())
+}
+
+/// Keys that hold secrets: their environment overrides stay strings (so
+/// `123456` is not turned into a number), and a wrong type is reported
+/// without the value.
+const SECRET_KEYS: [&str; 6] = [
+    "password",
+    "client_secret",
+    "shared_secret",
+    "deferral_key",
+    "tag_key",
+    "key",
+];
+
+/// Moves every `integration[i].exchange` table out of `tree` and resolves it
+/// (secrets read from `env` and files), by integration index.
+fn take_exchange_tables(
+    tree: &mut toml::Table,
+    env: &EnvVars,
+) -> Result<Vec<(usize, ExchangeConfig)>, ConfigError> {
+    let Some(toml::Value::Array(integrations)) = tree.get_mut("integration") else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for (i, integration) in integrations.iter_mut().enumerate() {
+        let Some(raw) = integration
+            .as_table_mut()
+            .and_then(|t| t.remove("exchange"))
+        else {
+            continue;
+        };
+        let at = format!("integration[{i}].exchange");
+        let parsed: ExchangeToml =
+            serde_path_to_error::deserialize(raw).map_err(|e| deserialize_error(&at, e))?;
+        found.push((i, parsed.resolve(&at, env)?));
+    }
+    Ok(found)
+}
+
+/// A deserialisation error as a [`ConfigError`] naming the full key
+/// (`prefix` + the path inside); the message of a secret key never repeats
+/// its value.
+fn deserialize_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let inner = e.path().to_string();
+    let key = match (prefix.is_empty(), inner == ".") {
+        (true, true) => "(top level)".to_string(),
+        (true, false) => inner,
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{inner}"),
+    };
+    let secret = matches!(
+        e.path().iter().last(),
+        Some(serde_path_to_error::Segment::Map { key }) if SECRET_KEYS.contains(&key.as_str())
+    );
+    let message = if secret {
+        "must be a string (the value is not shown: this key holds a secret)".to_string()
+    } else {
+        e.into_inner().message().to_string()
+    };
+    ConfigError::key(key, message)
+}
+
+/// A TOML syntax error as "line L, column C: what", without the source line
+/// that the parser would quote (it could be a secret's).
+fn syntax_error_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message().trim())
+        }
+        None => e.message().trim().to_string(),
+    }
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
