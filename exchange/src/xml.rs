@@ -479,7 +479,11 @@ mod tests {
             </GetItemResponse></s:Body></s:Envelope>"#;
         let root = parse(doc).unwrap();
         assert!(root.is(NS_SOAP, "Envelope"));
-        let op = root.child(NS_SOAP, "Body").unwrap().first_element().unwrap();
+        let op = root
+            .child(NS_SOAP, "Body")
+            .unwrap()
+            .first_element()
+            .unwrap();
         assert!(op.is(NS_MESSAGES, "GetItemResponse"));
         let thing = op.find(NS_TYPES, "Thing").unwrap();
         assert_eq!(thing.attr("Id"), Some("1"));
