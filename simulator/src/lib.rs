@@ -8,6 +8,8 @@
 //! - [`naa`]: Nested App Authentication: a fake `@azure/msal-browser` for the pane and the
 //!   token endpoint behind it, signing with the [`entra`] tenant's key.
 //! - [`tls`]: the HTTPS listener's self-signed certificate.
+//! - [`schema_validation`]: in-process XML Schema validation with the system's libxml2, so the
+//!   simulated Exchange can reject every EWS request that fails Microsoft's schema.
 //!
 //! [`Simulator`] bundles one of each issuer for one origin and [`Simulator::router`] serves them
 //! all; [`start`] runs that router over HTTPS on a real socket (used by the `vmr-simulator`
@@ -19,6 +21,7 @@ pub mod exchange_identity;
 pub mod jwt;
 pub mod naa;
 pub mod outlook;
+pub mod schema_validation;
 pub mod tls;
 
 use entra::EntraIssuer;
