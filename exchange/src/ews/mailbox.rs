@@ -1,1 +1,128 @@
-//! placeholder (being written)
+//! [`EwsMailbox`]: the resource mailbox ([`crate::mailbox::Mailbox`]) over EWS.
+//!
+//! Each trait method is one or a few EWS operations built by [`crate::ews::request`], sent by
+//! the [`EwsClient`] (authentication, throttling, retries, concurrency) and read by
+//! [`crate::ews::response`]:
+//!
+//! * [`Mailbox::sync`] — `SyncFolderItems` (`IdOnly`, at most [`SYNC_MAX_CHANGES`] changes);
+//! * [`Mailbox::fetch`] — `GetItem` in batches of [`FETCH_BATCH`], results in request order,
+//!   `ErrorItemNotFound` as [`Fetched::Gone`];
+//! * [`Mailbox::respond`] — `CreateItem` with an accept, decline or remove item;
+//!   `ErrorItemNotFound` as [`MailboxError::NotFound`];
+//! * [`Mailbox::wait_for_changes`] — the [`ChangeListener`] (streaming, pull as fallback, a
+//!   plain timeout when neither works).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ews::client::EwsClient;
+use crate::ews::request;
+use crate::ews::response::{self, EwsError};
+use crate::ews::streaming::{ChangeListener, ListenerOptions, NotificationMode};
+use crate::mailbox::{Fetched, Folder, ItemRef, Mailbox, MailboxError, Response, SyncBatch, Wake};
+
+/// `MaxChangesReturned` of one `SyncFolderItems` (the schema allows 1..=512).
+pub const SYNC_MAX_CHANGES: u32 = 512;
+
+/// Items per `GetItem` request.
+pub const FETCH_BATCH: usize = 10;
+
+/// A resource mailbox reached over EWS.
+#[derive(Debug)]
+pub struct EwsMailbox {
+    client: EwsClient,
+    listener: ChangeListener,
+}
+
+impl EwsMailbox {
+    /// The mailbox behind `client`, watching `folders` for changes.
+    pub fn new(client: EwsClient, folders: Vec<Folder>) -> Self {
+        Self::with_listener_options(client, folders, ListenerOptions::default())
+    }
+
+    /// As [`EwsMailbox::new`], with notification settings.
+    pub fn with_listener_options(
+        client: EwsClient,
+        folders: Vec<Folder>,
+        options: ListenerOptions,
+    ) -> Self {
+        let listener = ChangeListener::new(client.clone(), folders, options);
+        EwsMailbox { client, listener }
+    }
+
+    /// The transport (for its statistics and options).
+    pub fn client(&self) -> &EwsClient {
+        &self.client
+    }
+
+    /// How change notifications currently come in.
+    pub async fn notification_mode(&self) -> NotificationMode {
+        self.listener.mode().await
+    }
+
+    async fn fetch_batch(&self, batch: &[ItemRef]) -> Result<Vec<Fetched>, MailboxError> {
+        let envelope = request::get_items(self.client.context(), batch);
+        let op = self.client.call("GetItem", envelope).await?;
+        let results = response::parse_get_items(&op, batch);
+        if results.len() != batch.len() {
+            return Err(MailboxError::Transient(format!(
+                "GetItem answered {} messages for {} items",
+                results.len(),
+                batch.len()
+            )));
+        }
+        batch
+            .iter()
+            .zip(results)
+            .map(|(item, result)| match result {
+                Ok(fetched) => Ok(fetched),
+                Err(EwsError::Response { code, .. }) if code == "ErrorItemNotFound" => {
+                    Ok(Fetched::Gone {
+                        id: item.id.clone(),
+                    })
+                }
+                Err(error) => Err(error.into_mailbox_error()),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Mailbox for EwsMailbox {
+    async fn sync(&self, folder: Folder, state: Option<&str>) -> Result<SyncBatch, MailboxError> {
+        let envelope =
+            request::sync_folder_items(self.client.context(), folder, state, SYNC_MAX_CHANGES);
+        let op = self.client.call("SyncFolderItems", envelope).await?;
+        response::parse_sync_folder_items(&op).map_err(EwsError::into_mailbox_error)
+    }
+
+    async fn fetch(&self, items: &[ItemRef]) -> Result<Vec<Fetched>, MailboxError> {
+        let mut fetched = Vec::with_capacity(items.len());
+        for batch in items.chunks(FETCH_BATCH) {
+            fetched.extend(self.fetch_batch(batch).await?);
+        }
+        Ok(fetched)
+    }
+
+    async fn respond(
+        &self,
+        item: &ItemRef,
+        response: Response,
+        body_html: &str,
+    ) -> Result<(), MailboxError> {
+        let envelope = request::respond(self.client.context(), item, response, body_html);
+        let op = self.client.call("CreateItem", envelope).await?;
+        match response::parse_create_item(&op) {
+            Ok(()) => Ok(()),
+            Err(EwsError::Response { code, message, .. }) if code == "ErrorItemNotFound" => {
+                Err(MailboxError::NotFound(format!("{}: {message}", item.id)))
+            }
+            Err(error) => Err(error.into_mailbox_error()),
+        }
+    }
+
+    async fn wait_for_changes(&self, timeout: Duration) -> Result<Wake, MailboxError> {
+        self.listener.wait(timeout).await
+    }
+}
