@@ -11,11 +11,16 @@
 //!
 //! One module per table family: [`aliases`] (`scheduled_alias`, inserted by
 //! a group-commit writer task), [`integration_secrets`] (per-integration tag
-//! keys), [`deferral_nonces`] (TOK statements accepted once).
+//! keys), [`deferral_nonces`] (TOK statements accepted once), [`scheduling`]
+//! (meetings, conferences, windows, the processing log and reply outbox,
+//! written per processed change in one transaction), [`sync_state`] (EWS
+//! folder sync states).
 
 pub mod aliases;
 pub mod deferral_nonces;
 pub mod integration_secrets;
+pub mod scheduling;
+pub mod sync_state;
 
 use std::time::Duration;
 
@@ -25,6 +30,10 @@ use tokio::sync::mpsc;
 
 use aliases::{alias_writer, InsertJob, MAX_BATCH};
 pub use aliases::{NewAlias, StoredAlias};
+pub use scheduling::{
+    AliasBinding, Commit, CommitOutcome, ConferenceRecord, MeetingRecord, NewConference, NewReply,
+    OperationRecord, ReplyRecord, StoredOperation, WindowRecord,
+};
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
