@@ -2199,7 +2199,7 @@ fn deserialize_error(prefix: &str, e: serde_path_to_error::Error<toml::de::Error
         (false, false) => format!("{prefix}.{inner}"),
     };
     let secret = matches!(
-        e.path().iter().last(),
+        e.path().iter().next_back(),
         Some(serde_path_to_error::Segment::Map { key }) if SECRET_KEYS.contains(&key.as_str())
     );
     let message = if secret {
@@ -2380,5 +2380,1305 @@ mod tests {
             e.contains("meeting_instructions") && e.contains("line 2"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod exchange_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    const PASSWORD: &str = "S3cret-Pa55word!";
+
+    /// Integration `a` with a Basic-auth mailbox connection; `exchange` and
+    /// `auth` are extra lines for the two tables.
+    fn with(exchange: &str, auth: &str) -> String {
+        format!(
+            "[[integration]]\nid = \"a\"\nresource_email = \"room-a@example.com\"\n\
+             [integration.exchange]\news_url = \"https://mail.example.com/EWS/Exchange.asmx\"\n\
+             {exchange}\n[integration.exchange.auth]\n{auth}\n"
+        )
+    }
+
+    fn basic(exchange: &str) -> String {
+        with(
+            exchange,
+            &format!(
+                "method = \"basic\"\nusername = \"svc-vmr@example.com\"\npassword = \"{PASSWORD}\""
+            ),
+        )
+    }
+
+    fn oauth(exchange: &str, auth: &str) -> String {
+        with(
+            exchange,
+            &format!(
+                "method = \"oauth2\"\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n{auth}"
+            ),
+        )
+    }
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(&path), env)
+    }
+
+    fn exchange(toml: &str, env: &[(&str, &str)]) -> ExchangeConfig {
+        load(toml, env)
+            .unwrap_or_else(|e| panic!("must load: {e}\n{toml}"))
+            .integrations[0]
+            .exchange
+            .clone()
+            .expect("an exchange table")
+    }
+
+    fn err(toml: &str, env: &[(&str, &str)]) -> String {
+        match load(toml, env) {
+            Ok(c) => panic!("must be rejected: {toml}\nloaded {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Asserts the error names `key` (as `config key `key``) and contains `text`.
+    fn assert_refused(toml: &str, env: &[(&str, &str)], key: &str, text: &str) {
+        let e = err(toml, env);
+        assert!(
+            e.contains(&format!("config key `{key}`")),
+            "expected key {key}: {e}"
+        );
+        assert!(e.contains(text), "expected {text:?} in: {e}");
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// A DER SEQUENCE that starts like a PKCS#8 key of the algorithm `oid`
+    /// (the loader checks the structure and the algorithm, not the key).
+    fn pkcs8_der(oid: &[u8]) -> Vec<u8> {
+        let mut der = vec![0x30, 0x40, 0x02, 0x01, 0x00, 0x30, 0x0d];
+        der.extend_from_slice(oid);
+        der.extend_from_slice(&[0x05, 0x00, 0x04, 0x20]);
+        der.extend_from_slice(&[0x5a; 32]);
+        der
+    }
+
+    fn certificate_der() -> Vec<u8> {
+        let mut der = vec![0x30, 0x82, 0x01, 0x00, 0x30, 0x81, 0xf0];
+        der.extend_from_slice(&[0x11; 40]);
+        der
+    }
+
+    fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+
+    fn toml_path(path: &Path) -> String {
+        toml::Value::String(path.display().to_string()).to_string()
+    }
+
+    #[test]
+    fn defaults_and_the_watched_mailbox() {
+        let c = load(&basic(""), &[]).expect("valid");
+        let e = c.integrations[0].exchange.clone().expect("exchange");
+        let auth = ExchangeAuth::Basic {
+            username: "svc-vmr@example.com".into(),
+            password: Secret::new(PASSWORD),
+        };
+        assert_eq!(
+            e,
+            ExchangeConfig::new("https://mail.example.com/EWS/Exchange.asmx", auth),
+            "a table with only ews_url and auth equals ExchangeConfig::new"
+        );
+        assert_eq!(e.backend, ExchangeBackend::Ews);
+        assert_eq!(e.server_version, "Exchange2013_SP1");
+        assert_eq!(e.mailbox, None);
+        assert_eq!(e.access, MailboxAccess::Impersonation);
+        assert_eq!(
+            (
+                e.poll_interval_secs,
+                e.resync_interval_secs,
+                e.request_timeout_secs
+            ),
+            (60, 3600, 100)
+        );
+        assert!(e.streaming);
+        assert_eq!(
+            (
+                e.streaming_timeout_minutes,
+                e.max_concurrency,
+                e.sync_batch_size,
+                e.horizon_days
+            ),
+            (30, 4, 100, 400)
+        );
+        assert!(!e.allow_insecure_http && !e.danger_accept_invalid_certs);
+        assert_eq!(e.ca_file, None);
+        assert_eq!(e.poll_interval(), Duration::from_secs(60));
+        assert_eq!(e.streaming_timeout(), Duration::from_secs(1800));
+        assert_eq!(
+            c.integrations[0].watched_mailbox(),
+            Some("room-a@example.com")
+        );
+
+        let plain = load("[[integration]]\nid = \"a\"\n", &[]).expect("valid");
+        assert_eq!(
+            plain.integrations[0].exchange, None,
+            "absent table: no mailbox"
+        );
+        assert_eq!(plain.integrations[0].watched_mailbox(), None);
+        assert_eq!(load("", &[]).expect("demo").integrations[0].exchange, None);
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = write(
+            dir.path(),
+            "ca.pem",
+            &pem("CERTIFICATE", &certificate_der()),
+        );
+        let e = exchange(
+            &oauth(
+                &format!(
+                    "backend = \"ews\"\nserver_version = \"V2016_10_10\"\n\
+                     mailbox = \"VMR-Watch@Example.com\"\naccess = \"impersonation\"\n\
+                     poll_interval_secs = 5\nresync_interval_secs = 86400\nstreaming = false\n\
+                     streaming_timeout_minutes = 1\nmax_concurrency = 27\nrequest_timeout_secs = 600\n\
+                     sync_batch_size = 512\nhorizon_days = 1080\nallow_insecure_http = true\n\
+                     ca_file = {}\ndanger_accept_invalid_certs = true",
+                    toml_path(&ca)
+                ),
+                "tenant = \"contoso.onmicrosoft.com\"\nclient_secret = \"app-secret-value\"\n\
+                 scope = \"https://mail.example.com/.default\"",
+            ),
+            &[],
+        );
+        assert_eq!(e.server_version, "V2016_10_10");
+        assert_eq!(e.mailbox.as_deref(), Some("VMR-Watch@Example.com"));
+        assert_eq!(
+            (
+                e.poll_interval_secs,
+                e.resync_interval_secs,
+                e.streaming_timeout_minutes
+            ),
+            (5, 86_400, 1)
+        );
+        assert_eq!(
+            (
+                e.max_concurrency,
+                e.request_timeout_secs,
+                e.sync_batch_size,
+                e.horizon_days
+            ),
+            (27, 600, 512, 1080)
+        );
+        assert!(!e.streaming && e.allow_insecure_http && e.danger_accept_invalid_certs);
+        assert_eq!(e.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(
+            e.auth,
+            ExchangeAuth::OAuth2 {
+                tenant: Some("contoso.onmicrosoft.com".into()),
+                token_url:
+                    "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+                        .into(),
+                client_id: "11111111-2222-3333-4444-555555555555".into(),
+                scope: "https://mail.example.com/.default".into(),
+                credential: OAuthCredential::Secret(Secret::new("app-secret-value")),
+            }
+        );
+        assert_eq!(e.auth.method(), "oauth2");
+    }
+
+    #[test]
+    fn oauth2_defaults_and_token_url() {
+        let e = exchange(&oauth("", "tenant = \"tid-1\"\nclient_secret = \"x\""), &[]);
+        let ExchangeAuth::OAuth2 {
+            token_url, scope, ..
+        } = &e.auth
+        else {
+            panic!("oauth2 expected: {:?}", e.auth);
+        };
+        assert_eq!(
+            token_url,
+            "https://login.microsoftonline.com/tid-1/oauth2/v2.0/token"
+        );
+        assert_eq!(scope, DEFAULT_OAUTH_SCOPE);
+        let e = exchange(
+            &oauth(
+                "",
+                "token_url = \"https://sts.example.com/token\"\nclient_secret = \"x\"",
+            ),
+            &[],
+        );
+        let ExchangeAuth::OAuth2 {
+            token_url, tenant, ..
+        } = &e.auth
+        else {
+            panic!("oauth2 expected");
+        };
+        assert_eq!(
+            (token_url.as_str(), tenant),
+            ("https://sts.example.com/token", &None)
+        );
+        assert_refused(
+            &oauth("", "client_secret = \"x\""),
+            &[],
+            "integration[0].exchange.auth.token_url",
+            "tenant",
+        );
+        assert_refused(
+            &oauth(
+                "",
+                "token_url = \"http://sts.example.com/token\"\nclient_secret = \"x\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.token_url",
+            "https",
+        );
+        exchange(
+            &oauth(
+                "allow_insecure_http = true",
+                "token_url = \"http://127.0.0.1:9/token\"\nclient_secret = \"x\"",
+            ),
+            &[],
+        );
+        assert_refused(
+            &oauth("", "tenant = \"evil/../x\"\nclient_secret = \"x\""),
+            &[],
+            "integration[0].exchange.auth.tenant",
+            "tenant id",
+        );
+        assert_refused(
+            &with(
+                "",
+                "method = \"oauth2\"\ntenant = \"t\"\nclient_secret = \"x\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.client_id",
+            "client id",
+        );
+        assert_refused(
+            &oauth("", "tenant = \"t\"\nclient_secret = \"x\"\nscope = \"\""),
+            &[],
+            "integration[0].exchange.auth.scope",
+            "scope",
+        );
+        assert_refused(
+            &oauth(
+                "access = \"delegate\"",
+                "tenant = \"t\"\nclient_secret = \"x\"",
+            ),
+            &[],
+            "integration[0].exchange.access",
+            "must impersonate",
+        );
+    }
+
+    #[test]
+    fn a_secret_comes_inline_from_the_environment_or_from_a_file() {
+        let user = "method = \"basic\"\nusername = \"svc\"\n";
+        let password = |e: &ExchangeConfig| match &e.auth {
+            ExchangeAuth::Basic { password, .. } => password.expose().to_string(),
+            other => panic!("basic expected: {other:?}"),
+        };
+        let e = exchange(&with("", &format!("{user}password = \"{PASSWORD}\"")), &[]);
+        assert_eq!(password(&e), PASSWORD);
+        let e = exchange(
+            &with("", &format!("{user}password_env = \"VMR_EWS_PASSWORD\"")),
+            &[("VMR_EWS_PASSWORD", PASSWORD)],
+        );
+        assert_eq!(password(&e), PASSWORD);
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, content) in [
+            ("lf", format!("{PASSWORD}\n")),
+            ("crlf", format!("{PASSWORD}\r\n")),
+            ("none", PASSWORD.to_string()),
+        ] {
+            let file = write(dir.path(), name, &content);
+            let e = exchange(
+                &with("", &format!("{user}password_file = {}", toml_path(&file))),
+                &[],
+            );
+            assert_eq!(password(&e), PASSWORD, "{name}: trailing newline trimmed");
+        }
+        let inner_space = write(dir.path(), "space", " a b \n");
+        let e = exchange(
+            &with(
+                "",
+                &format!("{user}password_file = {}", toml_path(&inner_space)),
+            ),
+            &[],
+        );
+        assert_eq!(password(&e), " a b ", "only line ends are trimmed");
+    }
+
+    #[test]
+    fn a_secret_given_twice_or_not_at_all_is_refused() {
+        let user = "method = \"basic\"\nusername = \"svc\"\n";
+        let e = err(
+            &with(
+                "",
+                &format!("{user}password = \"x\"\npassword_file = \"/run/secrets/ews\""),
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("config key `integration[0].exchange.auth.password`")
+                && e.contains("integration[0].exchange.auth.password and integration[0].exchange.auth.password_file"),
+            "{e}"
+        );
+        let e = err(
+            &with(
+                "",
+                &format!("{user}password_env = \"V\"\npassword_file = \"/f\""),
+            ),
+            &[("V", "x")],
+        );
+        assert!(
+            e.contains("auth.password_env and integration[0].exchange.auth.password_file"),
+            "{e}"
+        );
+        assert_refused(
+            &with("", user),
+            &[],
+            "integration[0].exchange.auth.password",
+            "password_env",
+        );
+        assert_refused(
+            &with("", &format!("{user}password = \"\"")),
+            &[],
+            "integration[0].exchange.auth.password",
+            "must not be empty",
+        );
+        // client_secret follows the same rules.
+        let e = err(
+            &oauth(
+                "",
+                "tenant = \"t\"\nclient_secret = \"x\"\nclient_secret_env = \"V\"",
+            ),
+            &[("V", "y")],
+        );
+        assert!(
+            e.contains("config key `integration[0].exchange.auth.client_secret`")
+                && e.contains(
+                    "auth.client_secret and integration[0].exchange.auth.client_secret_env"
+                ),
+            "{e}"
+        );
+        let e = exchange(
+            &oauth("", "tenant = \"t\"\nclient_secret_env = \"VMR_APP_SECRET\""),
+            &[("VMR_APP_SECRET", "from-env")],
+        );
+        assert!(
+            matches!(&e.auth, ExchangeAuth::OAuth2 { credential: OAuthCredential::Secret(s), .. } if s.expose() == "from-env"),
+            "{:?}",
+            e.auth
+        );
+    }
+
+    #[test]
+    fn a_missing_environment_variable_or_file_names_the_key() {
+        let user = "method = \"basic\"\nusername = \"svc\"\n";
+        let e = err(
+            &with("", &format!("{user}password_env = \"VMR_EWS_PASSWORD\"")),
+            &[],
+        );
+        assert!(
+            e.ends_with(
+                "config key `integration[0].exchange.auth.password_env`: environment variable VMR_EWS_PASSWORD is not set"
+            ),
+            "{e}"
+        );
+        assert_refused(
+            &with("", &format!("{user}password_env = \"VMR_EWS_PASSWORD\"")),
+            &[("VMR_EWS_PASSWORD", "")],
+            "integration[0].exchange.auth.password_env",
+            "VMR_EWS_PASSWORD is empty",
+        );
+        assert_refused(
+            &with("", &format!("{user}password_env = \"\"")),
+            &[],
+            "integration[0].exchange.auth.password_env",
+            "name of an environment variable",
+        );
+        let e = err(&with("", &format!("{user}password_file = \"/x\"")), &[]);
+        assert_eq!(
+            e,
+            "config key `integration[0].exchange.auth.password_file`: cannot read /x: No such file or directory"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = write(dir.path(), "empty", "\n");
+        assert_refused(
+            &with("", &format!("{user}password_file = {}", toml_path(&empty))),
+            &[],
+            "integration[0].exchange.auth.password_file",
+            "is empty",
+        );
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).expect("write");
+        assert_refused(
+            &with("", &format!("{user}password_file = {}", toml_path(&binary))),
+            &[],
+            "integration[0].exchange.auth.password_file",
+            "not UTF-8",
+        );
+        assert_refused(
+            &oauth(
+                "",
+                "tenant = \"t\"\nclient_secret_file = \"/nonexistent/secret\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.client_secret_file",
+            "cannot read /nonexistent/secret",
+        );
+    }
+
+    #[test]
+    fn oauth2_credential_is_a_secret_or_a_certificate_with_its_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = write(
+            dir.path(),
+            "cert.pem",
+            &pem("CERTIFICATE", &certificate_der()),
+        );
+        let pkcs8 = write(
+            dir.path(),
+            "key8.pem",
+            &pem("PRIVATE KEY", &pkcs8_der(&RSA_ENCRYPTION_OID)),
+        );
+        let pkcs1 = write(
+            dir.path(),
+            "key1.pem",
+            &pem("RSA PRIVATE KEY", &certificate_der()),
+        );
+        for key in [&pkcs8, &pkcs1] {
+            let e = exchange(
+                &oauth(
+                    "",
+                    &format!(
+                        "tenant = \"t\"\ncertificate = {}\nprivate_key = {}",
+                        toml_path(&cert),
+                        toml_path(key)
+                    ),
+                ),
+                &[],
+            );
+            let ExchangeAuth::OAuth2 { credential, .. } = &e.auth else {
+                panic!("oauth2 expected");
+            };
+            assert_eq!(
+                credential,
+                &OAuthCredential::Certificate {
+                    certificate: cert.clone(),
+                    private_key: key.clone()
+                }
+            );
+        }
+        let cert_line = format!("certificate = {}", toml_path(&cert));
+        let key_line = format!("private_key = {}", toml_path(&pkcs8));
+        let cases = [
+            (
+                format!("client_secret = \"x\"\n{cert_line}\n{key_line}"),
+                "auth.certificate",
+                "not both",
+            ),
+            (
+                cert_line.clone(),
+                "auth.private_key",
+                "needs its private_key",
+            ),
+            (
+                key_line.clone(),
+                "auth.certificate",
+                "needs its certificate",
+            ),
+            (String::new(), "auth.client_secret", "needs a credential"),
+        ];
+        for (lines, key, text) in cases {
+            assert_refused(
+                &oauth("", &format!("tenant = \"t\"\n{lines}")),
+                &[],
+                &format!("integration[0].exchange.{key}"),
+                text,
+            );
+        }
+        // The files are checked at load.
+        let ec = write(
+            dir.path(),
+            "ec.pem",
+            &pem(
+                "PRIVATE KEY",
+                &pkcs8_der(&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+            ),
+        );
+        let encrypted = write(
+            dir.path(),
+            "enc.pem",
+            &pem("ENCRYPTED PRIVATE KEY", &certificate_der()),
+        );
+        let legacy = write(
+            dir.path(),
+            "legacy.pem",
+            &pem("RSA PRIVATE KEY", &certificate_der()).replacen(
+                "-----\n",
+                "-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\n",
+                1,
+            ),
+        );
+        let no_key = write(
+            dir.path(),
+            "nokey.pem",
+            &pem("CERTIFICATE", &certificate_der()),
+        );
+        let not_pem = write(dir.path(), "text.pem", "hello\n");
+        let bad_b64 = write(
+            dir.path(),
+            "b64.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        );
+        let unterminated = write(
+            dir.path(),
+            "open.pem",
+            "-----BEGIN CERTIFICATE-----\nMAAA\n",
+        );
+        let key_cases = [
+            (&ec, "not an RSA key"),
+            (&encrypted, "encrypted"),
+            (&legacy, "encrypted"),
+            (&no_key, "no PEM private key"),
+        ];
+        for (file, text) in key_cases {
+            assert_refused(
+                &oauth(
+                    "",
+                    &format!(
+                        "tenant = \"t\"\n{cert_line}\nprivate_key = {}",
+                        toml_path(file)
+                    ),
+                ),
+                &[],
+                "integration[0].exchange.auth.private_key",
+                text,
+            );
+        }
+        let cert_cases = [
+            (&not_pem, "no PEM certificate"),
+            (&bad_b64, "not valid base64"),
+            (&unterminated, "has no END"),
+            (&pkcs8, "no PEM certificate"),
+        ];
+        for (file, text) in cert_cases {
+            assert_refused(
+                &oauth(
+                    "",
+                    &format!(
+                        "tenant = \"t\"\ncertificate = {}\n{key_line}",
+                        toml_path(file)
+                    ),
+                ),
+                &[],
+                "integration[0].exchange.auth.certificate",
+                text,
+            );
+        }
+    }
+
+    #[test]
+    fn ca_file_must_exist_and_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let two = format!(
+            "# internal CA bundle\n{}{}",
+            pem("CERTIFICATE", &certificate_der()),
+            pem("CERTIFICATE", &certificate_der())
+        );
+        let good = write(dir.path(), "ca.pem", &two);
+        exchange(&basic(&format!("ca_file = {}", toml_path(&good))), &[]);
+        let short = write(
+            dir.path(),
+            "short.pem",
+            &pem("CERTIFICATE", &[0x30, 0x01, 0x00]),
+        );
+        let missing = dir.path().join("missing.pem");
+        let not_pem = write(dir.path(), "x.pem", "not a certificate");
+        for (file, text) in [
+            (&missing, "cannot read"),
+            (&not_pem, "no PEM certificate"),
+            (&short, "certificate 1 in"),
+        ] {
+            assert_refused(
+                &basic(&format!("ca_file = {}", toml_path(file))),
+                &[],
+                "integration[0].exchange.ca_file",
+                text,
+            );
+        }
+    }
+
+    #[test]
+    fn ntlm_and_kerberos_are_not_supported_yet() {
+        for method in ["ntlm", "kerberos"] {
+            assert_refused(
+                &with("", &format!("method = \"{method}\"")),
+                &[],
+                "integration[0].exchange.auth.method",
+                &format!("\"{method}\" is not supported yet (NTLM arrives with issue 8"),
+            );
+        }
+        assert_refused(
+            &with("", "username = \"u\""),
+            &[],
+            "integration[0].exchange.auth.method",
+            "is required",
+        );
+        let e = err(&with("", "method = \"digest\""), &[]);
+        assert!(
+            e.contains("integration[0].exchange.auth.method") && e.contains("digest"),
+            "{e}"
+        );
+        assert_refused(
+            &with(
+                "",
+                "method = \"basic\"\nusername = \"u\"\npassword = \"p\"\nclient_id = \"c\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.client_id",
+            "not used with method = \"basic\"",
+        );
+        assert_refused(
+            &oauth(
+                "",
+                "tenant = \"t\"\nclient_secret = \"x\"\nusername = \"u\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.username",
+            "not used with method = \"oauth2\"",
+        );
+        assert_refused(
+            &with("", "method = \"basic\"\npassword = \"p\""),
+            &[],
+            "integration[0].exchange.auth.username",
+            "user name",
+        );
+        assert_refused(
+            &with(
+                "",
+                "method = \"basic\"\nusername = \"a:b\"\npassword = \"p\"",
+            ),
+            &[],
+            "integration[0].exchange.auth.username",
+            "':'",
+        );
+    }
+
+    #[test]
+    fn the_tables_and_their_keys_are_checked() {
+        assert_refused(
+            "[[integration]]\n[integration.exchange]\n[integration.exchange.auth]\nmethod = \"basic\"\n",
+            &[],
+            "integration[0].exchange.ews_url",
+            "is required",
+        );
+        assert_refused(
+            "[[integration]]\n[integration.exchange]\news_url = \"https://m.example.com/EWS/Exchange.asmx\"\n",
+            &[],
+            "integration[0].exchange.auth",
+            "is required",
+        );
+        let e = err(&basic("pol_interval_secs = 3"), &[]);
+        assert!(
+            e.contains("integration[0].exchange") && e.contains("pol_interval_secs"),
+            "{e}"
+        );
+        let e = err(
+            &with("", "method = \"basic\"\nusername = \"u\"\npasword = \"p\""),
+            &[],
+        );
+        assert!(
+            e.contains("integration[0].exchange.auth") && e.contains("pasword"),
+            "{e}"
+        );
+        assert_refused(
+            &basic("backend = \"graph\""),
+            &[],
+            "integration[0].exchange.backend",
+            "not supported yet",
+        );
+        assert_refused(
+            &basic("backend = \"imap\""),
+            &[],
+            "integration[0].exchange.backend",
+            "\"imap\"",
+        );
+        let e = err(&basic("access = \"owner\""), &[]);
+        assert!(
+            e.contains("integration[0].exchange.access") && e.contains("owner"),
+            "{e}"
+        );
+        let e = err(&basic("streaming = \"yes\""), &[]);
+        assert!(e.contains("integration[0].exchange.streaming"), "{e}");
+        // The second integration's table is named by its index.
+        let second = format!(
+            "[[integration]]\nid = \"z\"\n{}",
+            basic("poll_interval_secs = 1")
+        );
+        assert_refused(
+            &second,
+            &[],
+            "integration[1].exchange.poll_interval_secs",
+            "5 to 3600",
+        );
+    }
+
+    #[test]
+    fn ews_url_is_https_without_user_info_query_or_fragment() {
+        let url = |u: &str, extra: &str| {
+            with(
+                extra,
+                "method = \"basic\"\nusername = \"u\"\npassword = \"p\"",
+            )
+            .replace("https://mail.example.com/EWS/Exchange.asmx", u)
+        };
+        exchange(&url("https://lb.example.com/EWS/Exchange.asmx", ""), &[]);
+        exchange(&url("https://10.0.0.5:8443/ews/exchange.asmx", ""), &[]);
+        exchange(
+            &url(
+                "http://127.0.0.1:8080/EWS/Exchange.asmx",
+                "allow_insecure_http = true",
+            ),
+            &[],
+        );
+        for (bad, text) in [
+            (
+                "http://mail.example.com/EWS/Exchange.asmx",
+                "allow_insecure_http",
+            ),
+            (
+                "https://user:pw@mail.example.com/EWS/Exchange.asmx",
+                "user info",
+            ),
+            (
+                "https://user@mail.example.com/EWS/Exchange.asmx",
+                "user info",
+            ),
+            ("https://mail.example.com/EWS/Exchange.asmx#top", "fragment"),
+            ("https://mail.example.com/EWS/Exchange.asmx?x=1", "query"),
+            ("ftp://mail.example.com/EWS/Exchange.asmx", "https URL"),
+            ("mail.example.com/EWS/Exchange.asmx", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            assert_refused(&url(bad, ""), &[], "integration[0].exchange.ews_url", text);
+        }
+        let e = err(
+            &url(
+                "https://svc:hunter2-pw@mail.example.com/EWS/Exchange.asmx",
+                "",
+            ),
+            &[],
+        );
+        assert!(
+            !e.contains("hunter2"),
+            "the URL's password is not repeated: {e}"
+        );
+    }
+
+    /// The values of `ExchangeVersionType` in the vendored `types.xsd`.
+    fn schema_versions() -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/ews/types.xsd");
+        let xsd = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("the vendored EWS schema {} is missing: {e}", path.display())
+        });
+        let start = xsd
+            .find("<xs:simpleType name=\"ExchangeVersionType\">")
+            .expect("ExchangeVersionType in types.xsd");
+        let end = start
+            + xsd[start..]
+                .find("</xs:simpleType>")
+                .expect("end of the type");
+        xsd[start..end]
+            .split("<xs:enumeration value=\"")
+            .skip(1)
+            .map(|s| s.split('"').next().expect("a quoted value").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn server_version_is_exactly_one_of_the_schemas_values() {
+        let schema = schema_versions();
+        assert_eq!(
+            schema, EWS_SERVER_VERSIONS,
+            "EWS_SERVER_VERSIONS follows types.xsd"
+        );
+        assert!(schema.contains(&DEFAULT_EWS_SERVER_VERSION.to_string()));
+        for version in &schema {
+            let e = exchange(
+                &basic(&format!(
+                    "server_version = \"{version}\"\nstreaming = false\naccess = \"delegate\""
+                )),
+                &[],
+            );
+            assert_eq!(&e.server_version, version);
+        }
+        for bad in ["Exchange2019", "exchange2013_sp1", "V2018_01_08", ""] {
+            assert_refused(
+                &basic(&format!("server_version = \"{bad}\"")),
+                &[],
+                "integration[0].exchange.server_version",
+                "Exchange2007, Exchange2007_SP1",
+            );
+        }
+    }
+
+    #[test]
+    fn streaming_needs_exchange_2010_sp1_and_impersonation_2007_sp1() {
+        for old in ["Exchange2007_SP1", "Exchange2009", "Exchange2010"] {
+            assert_refused(
+                &basic(&format!("server_version = \"{old}\"")),
+                &[],
+                "integration[0].exchange.server_version",
+                "GetStreamingEvents needs at least Exchange2010_SP1",
+            );
+            exchange(
+                &basic(&format!("server_version = \"{old}\"\nstreaming = false")),
+                &[],
+            );
+        }
+        for new in [
+            "Exchange2010_SP1",
+            "Exchange2010_SP2",
+            "Exchange2016",
+            "V2015_10_05",
+        ] {
+            exchange(&basic(&format!("server_version = \"{new}\"")), &[]);
+        }
+        assert_refused(
+            &basic("server_version = \"Exchange2007\"\nstreaming = false"),
+            &[],
+            "integration[0].exchange.server_version",
+            "ExchangeImpersonation",
+        );
+        exchange(
+            &basic("server_version = \"Exchange2007\"\nstreaming = false\naccess = \"delegate\""),
+            &[],
+        );
+    }
+
+    #[test]
+    fn numbers_stay_in_their_ranges() {
+        let ranges: [(&str, u64, u64); 7] = [
+            ("poll_interval_secs", 5, 3600),
+            ("resync_interval_secs", 60, 86_400),
+            ("streaming_timeout_minutes", 1, 30),
+            ("max_concurrency", 1, 27),
+            ("request_timeout_secs", 5, 600),
+            ("sync_batch_size", 1, 512),
+            ("horizon_days", 1, 1080),
+        ];
+        for (name, min, max) in ranges {
+            exchange(&basic(&format!("{name} = {min}")), &[]);
+            exchange(&basic(&format!("{name} = {max}")), &[]);
+            for bad in [min - 1, max + 1] {
+                let e = err(&basic(&format!("{name} = {bad}")), &[]);
+                assert!(
+                    e.contains(&format!("config key `integration[0].exchange.{name}`"))
+                        && e.contains(&format!("must be {min} to {max}"))
+                        && e.contains(&format!("found {bad}")),
+                    "{name} = {bad}: {e}"
+                );
+            }
+        }
+        let e = err(&basic("poll_interval_secs = -1"), &[]);
+        assert!(
+            e.contains("integration[0].exchange.poll_interval_secs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mailbox_is_an_smtp_address_and_watched_by_one_integration() {
+        let e = exchange(&basic("mailbox = \"vmr.room+1@sub.example.com\""), &[]);
+        assert_eq!(e.mailbox.as_deref(), Some("vmr.room+1@sub.example.com"));
+        for bad in [
+            "room",
+            "room@",
+            "@example.com",
+            "a@b@example.com",
+            "room @example.com",
+            "room@exa_mple.com",
+            "room@-x.example.com",
+            "<room@example.com>",
+            "room@example..com",
+        ] {
+            assert_refused(
+                &basic(&format!("mailbox = \"{bad}\"")),
+                &[],
+                "integration[0].exchange.mailbox",
+                "SMTP address",
+            );
+        }
+        let second = |mailbox_line: &str| {
+            format!(
+                "{}[[integration]]\nid = \"b\"\nresource_email = \"room-b@example.com\"\n\
+                 [integration.exchange]\news_url = \"https://mail.example.com/EWS/Exchange.asmx\"\n\
+                 {mailbox_line}\n[integration.exchange.auth]\nmethod = \"basic\"\nusername = \"u\"\npassword = \"p\"\n",
+                basic("mailbox = \"shared@example.com\"")
+            )
+        };
+        let c = load(&second(""), &[]).expect("distinct mailboxes");
+        assert_eq!(
+            c.integrations[0].watched_mailbox(),
+            Some("shared@example.com")
+        );
+        assert_eq!(
+            c.integrations[1].watched_mailbox(),
+            Some("room-b@example.com")
+        );
+        let e = err(&second("mailbox = \"SHARED@example.com\""), &[]);
+        assert!(
+            e.contains("config key `integration[1].exchange.mailbox`")
+                && e.contains("already watched by integration[0]"),
+            "{e}"
+        );
+        // b watches its resource_email by default, which a already watches.
+        let e = err(
+            &second("").replace(
+                "mailbox = \"shared@example.com\"",
+                "mailbox = \"room-b@example.com\"",
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("config key `integration[1].exchange.mailbox`")
+                && e.contains("the default: this integration's resource_email"),
+            "{e}"
+        );
+        // An integration without a mailbox connection watches nothing.
+        load(
+            &format!(
+                "{}[[integration]]\nid = \"b\"\nresource_email = \"room-b@example.com\"\n",
+                basic("mailbox = \"room-b@example.com\"")
+            ),
+            &[],
+        )
+        .expect("b has no exchange table");
+    }
+
+    #[test]
+    fn environment_overrides_reach_the_exchange_tables() {
+        let e = exchange(
+            &basic(""),
+            &[
+                ("VMR__INTEGRATION__0__EXCHANGE__POLL_INTERVAL_SECS", "30"),
+                ("VMR__INTEGRATION__0__EXCHANGE__STREAMING", "false"),
+                (
+                    "VMR__INTEGRATION__0__EXCHANGE__MAILBOX",
+                    "other@example.com",
+                ),
+                ("VMR__INTEGRATION__0__EXCHANGE__AUTH__PASSWORD", "123456"),
+            ],
+        );
+        assert_eq!(e.poll_interval_secs, 30);
+        assert!(!e.streaming);
+        assert_eq!(e.mailbox.as_deref(), Some("other@example.com"));
+        let ExchangeAuth::Basic { password, .. } = &e.auth else {
+            panic!("basic expected");
+        };
+        assert_eq!(
+            password.expose(),
+            "123456",
+            "a secret override stays a string"
+        );
+
+        // The whole connection from the environment, the password by reference.
+        let c = load(
+            "[[integration]]\nid = \"a\"\nresource_email = \"room-a@example.com\"\n",
+            &[
+                (
+                    "VMR__INTEGRATION__0__EXCHANGE__EWS_URL",
+                    "https://mail.example.com/EWS/Exchange.asmx",
+                ),
+                ("VMR__INTEGRATION__0__EXCHANGE__AUTH__METHOD", "basic"),
+                ("VMR__INTEGRATION__0__EXCHANGE__AUTH__USERNAME", "svc"),
+                (
+                    "VMR__INTEGRATION__0__EXCHANGE__AUTH__PASSWORD_ENV",
+                    "VMR_EWS_PASSWORD",
+                ),
+                ("VMR_EWS_PASSWORD", PASSWORD),
+            ],
+        )
+        .expect("valid");
+        let e = c.integrations[0]
+            .exchange
+            .as_ref()
+            .expect("exchange from env");
+        assert!(
+            matches!(&e.auth, ExchangeAuth::Basic { password, .. } if password.expose() == PASSWORD)
+        );
+
+        assert_refused(
+            &basic(""),
+            &[("VMR__INTEGRATION__0__EXCHANGE__MAX_CONCURRENCY", "28")],
+            "integration[0].exchange.max_concurrency",
+            "found 28",
+        );
+        // An override adding a second source of the same secret is refused.
+        assert_refused(
+            &basic(""),
+            &[(
+                "VMR__INTEGRATION__0__EXCHANGE__AUTH__PASSWORD_FILE",
+                "/run/secrets/ews",
+            )],
+            "integration[0].exchange.auth.password",
+            "one way only",
+        );
+    }
+
+    /// Records the level of every event logged while it is the default.
+    struct WarningRecorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl tracing::Subscriber for WarningRecorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+            let mut fields = Fields(format!("{} ", event.metadata().level()));
+            event.record(&mut fields);
+            self.0.lock().expect("recorder lock").push(fields.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn warnings_while_loading(toml: &str) -> Vec<String> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = WarningRecorder(seen.clone());
+        tracing::subscriber::with_default(recorder, || load(toml, &[]).expect("valid"));
+        let seen = seen.lock().expect("recorder lock").clone();
+        seen.into_iter().filter(|e| e.starts_with("WARN")).collect()
+    }
+
+    #[test]
+    fn weakened_tls_is_warned_about_at_load() {
+        assert!(warnings_while_loading(&basic("")).is_empty());
+        let warned = warnings_while_loading(&basic("danger_accept_invalid_certs = true"));
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("TLS CERTIFICATE CHECKS ARE OFF")
+                && warned[0].contains("integration[0].exchange.danger_accept_invalid_certs"),
+            "{warned:?}"
+        );
+        let http = basic("allow_insecure_http = true")
+            .replace("https://mail.example.com", "http://127.0.0.1:8080");
+        let warned = warnings_while_loading(&http);
+        assert!(
+            warned.len() == 1 && warned[0].contains("plain http"),
+            "{warned:?}"
+        );
+        assert!(!warned[0].contains(PASSWORD), "{warned:?}");
+    }
+
+    #[test]
+    fn secrets_appear_in_no_error_and_no_debug_output() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = write(dir.path(), "pw", &format!("{PASSWORD}\n"));
+        let key_der = pkcs8_der(&RSA_ENCRYPTION_OID);
+        let key_pem = pem("PRIVATE KEY", &key_der);
+        let key_b64 = base64::engine::general_purpose::STANDARD.encode(&key_der);
+        let ec_key = write(
+            dir.path(),
+            "ec.pem",
+            &pem("PRIVATE KEY", &pkcs8_der(&[0x06, 0x03, 0x2b, 0x65, 0x70])),
+        );
+        let cert = write(
+            dir.path(),
+            "cert.pem",
+            &pem("CERTIFICATE", &certificate_der()),
+        );
+        let key = write(dir.path(), "key.pem", &key_pem);
+        let user = "method = \"basic\"\nusername = \"svc\"\n";
+        let env = [("VMR_EWS_PASSWORD", PASSWORD)];
+
+        // Loaded configurations, each holding the secret.
+        let loaded = [
+            basic(""),
+            with("", &format!("{user}password_env = \"VMR_EWS_PASSWORD\"")),
+            with(
+                "",
+                &format!("{user}password_file = {}", toml_path(&secret_file)),
+            ),
+            oauth(
+                "",
+                &format!("tenant = \"t\"\nclient_secret = \"{PASSWORD}\""),
+            ),
+            oauth(
+                "",
+                &format!(
+                    "tenant = \"t\"\ncertificate = {}\nprivate_key = {}",
+                    toml_path(&cert),
+                    toml_path(&key)
+                ),
+            ),
+        ];
+        for toml in &loaded {
+            let c = load(toml, &env).unwrap_or_else(|e| panic!("valid: {e}"));
+            for shown in [format!("{c:?}"), format!("{c:#?}")] {
+                assert!(!shown.contains(PASSWORD), "{shown}");
+                assert!(!shown.contains(&key_b64[..40]), "{shown}");
+            }
+        }
+
+        // Refused configurations that hold the secret somewhere.
+        let refused: Vec<(String, Vec<(&str, &str)>)> = vec![
+            (basic("poll_interval_secs = 1"), vec![]),
+            (
+                basic("").replace("https://mail.example.com", "http://mail.example.com"),
+                vec![],
+            ),
+            (
+                with(
+                    "",
+                    &format!(
+                        "{user}password = \"{PASSWORD}\"\npassword_env = \"VMR_EWS_PASSWORD\""
+                    ),
+                ),
+                env.to_vec(),
+            ),
+            (
+                with(
+                    "",
+                    &format!(
+                        "{user}password_file = {}\npassword = \"{PASSWORD}\"",
+                        toml_path(&secret_file)
+                    ),
+                ),
+                vec![],
+            ),
+            (
+                with(
+                    "",
+                    &format!("{user}password_env = \"VMR_EWS_PASSWORD\"\ntenant = \"t\""),
+                ),
+                env.to_vec(),
+            ),
+            (
+                with(
+                    "",
+                    "method = \"basic\"\nusername = \"svc\"\npassword = 123456789",
+                ),
+                vec![],
+            ),
+            (
+                with(
+                    "",
+                    "method = \"basic\"\nusername = \"svc\"\npassword = [\"S3cret-Pa55word!\"]",
+                ),
+                vec![],
+            ),
+            (with("", &format!("{user}password = \"{PASSWORD}")), vec![]),
+            (
+                with(
+                    "",
+                    &format!("{user}password = \"{PASSWORD}\"\npassword = \"{PASSWORD}\""),
+                ),
+                vec![],
+            ),
+            (
+                basic("").replace(
+                    "https://mail.example.com",
+                    &format!("https://svc:{PASSWORD}@mail.example.com"),
+                ),
+                vec![],
+            ),
+            (
+                basic("").replace(
+                    "https://mail.example.com/EWS/Exchange.asmx",
+                    &format!("https://svc:{PASSWORD} @mail"),
+                ),
+                vec![],
+            ),
+            (
+                oauth(
+                    "access = \"delegate\"",
+                    &format!("tenant = \"t\"\nclient_secret = \"{PASSWORD}\""),
+                ),
+                vec![],
+            ),
+            (
+                oauth(
+                    "",
+                    &format!(
+                        "tenant = \"t\"\ncertificate = {}\nprivate_key = {}",
+                        toml_path(&key),
+                        toml_path(&key)
+                    ),
+                ),
+                vec![],
+            ),
+            (
+                oauth(
+                    "",
+                    &format!(
+                        "tenant = \"t\"\ncertificate = {}\nprivate_key = {}",
+                        toml_path(&cert),
+                        toml_path(&ec_key)
+                    ),
+                ),
+                vec![],
+            ),
+            (
+                basic(""),
+                vec![
+                    (
+                        "VMR__INTEGRATION__0__EXCHANGE__AUTH__PASSWORD_ENV",
+                        "VMR_EWS_PASSWORD",
+                    ),
+                    ("VMR_EWS_PASSWORD", PASSWORD),
+                ],
+            ),
+            (
+                "role = \"edge\"\n[management]\nshared_secret = 1234567890123456789\n".to_string(),
+                vec![],
+            ),
+        ];
+        for (toml, env) in &refused {
+            let e = match load(toml, env) {
+                Ok(c) => panic!("must be rejected: {toml}\n{c:?}"),
+                Err(e) => e,
+            };
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains(PASSWORD), "leaked in: {shown}");
+                assert!(!shown.contains("123456789"), "leaked in: {shown}");
+                assert!(!shown.contains(&key_b64[..40]), "leaked in: {shown}");
+            }
+        }
     }
 }
