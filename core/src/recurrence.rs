@@ -24,6 +24,8 @@
 //! * A local time that does not exist (in the spring-forward gap) moves forward by the gap
 //!   (02:30 on that day → 03:30); one that exists twice takes the first (earlier) instant.
 //! * Nothing is expanded after 4500-12-31 (Exchange's own "no end" is 4500-08-31).
+//! * Daylight-saving rules are chrono-tz's; its tables stop applying summer time near 2100,
+//!   so occurrences after that keep standard time.
 
 use chrono::{
     DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta,
