@@ -11,6 +11,9 @@
 //! * [`meeting_tag`] — PXPS tags under an integration's key;
 //! * [`deferral`] — TOK statements an edge signs when management is down;
 //! * [`quota`] — per-requester and global allocation limits;
+//! * [`meeting`] — the meeting model mailbox backends produce;
+//! * [`recurrence`] — series patterns and their occurrence windows, in the organizer's zone;
+//! * [`scheduling`] — the pure accept/decline/cancel decisions of the mailbox worker;
 //! * [`windows_zones`] — Windows time zone ids (as Exchange sends them) → IANA zones.
 
 pub mod alias_space;
@@ -22,6 +25,7 @@ pub mod meeting;
 pub mod meeting_tag;
 pub mod quota;
 pub mod recurrence;
+pub mod scheduling;
 pub mod secret;
 pub mod templates;
 pub mod windows_zones;
