@@ -77,10 +77,12 @@ impl HttpRequest {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The request to Exchange failed on the wire (connection, TLS, timeout, reading the body).
-    #[error("sending to {url} failed{}: {source}", if *timed_out { " (timed out)" } else { "" })]
+    #[error("sending to {url} failed{}: {detail}", if *timed_out { " (timed out)" } else { "" })]
     Transport {
         url: String,
         timed_out: bool,
+        /// The error and its causes, `: `-separated (reqwest's own message names no cause).
+        detail: String,
         #[source]
         source: reqwest::Error,
     },
@@ -142,8 +144,24 @@ async fn send_built(
     builder.send().await.map_err(|source| AuthError::Transport {
         url: url.to_owned(),
         timed_out: source.is_timeout(),
+        detail: error_chain(&source),
         source,
     })
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// `Authorization: Basic` with a username and password.
@@ -396,7 +414,7 @@ impl OAuth2ClientCredentials {
             .form(&form)
             .send()
             .await
-            .map_err(|e| unavailable(format!("request failed: {e}")))?;
+            .map_err(|e| unavailable(format!("request failed: {}", error_chain(&e))))?;
         let status = response.status();
         let body = response
             .bytes()

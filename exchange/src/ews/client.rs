@@ -201,6 +201,8 @@ enum Delivered {
 
 impl EwsClient {
     /// A client for the mailbox described by `options`, sending through `http` with `auth`.
+    /// `http` must not follow redirects (build it with [`http_client`] or with
+    /// `redirect::Policy::none()`), or the redirect rules of the module docs cannot apply.
     pub fn new(
         http: reqwest::Client,
         auth: Arc<dyn Authenticator>,
@@ -594,8 +596,9 @@ impl EwsClient {
         }
         let body = response.bytes().await.map_err(|e| Failure::Retry {
             reason: format!(
-                "reading the response failed{}: {e}",
-                if e.is_timeout() { " (timed out)" } else { "" }
+                "reading the response failed{}: {}",
+                if e.is_timeout() { " (timed out)" } else { "" },
+                crate::auth::error_chain(&e)
             ),
             retry_after: None,
         })?;
