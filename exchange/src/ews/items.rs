@@ -244,7 +244,7 @@ pub fn base64_to_hex(value: &str) -> Option<String> {
 /// Upper-case hex as base64 (`None` when not hex), e.g. to search for a CleanGlobalObjectId.
 pub fn hex_to_base64(hex: &str) -> Option<String> {
     let hex = hex.trim();
-    if hex.len() % 2 != 0 || hex.is_empty() {
+    if !hex.len().is_multiple_of(2) || hex.is_empty() {
         return None;
     }
     let bytes = (0..hex.len())
