@@ -1,7 +1,9 @@
 //! `vmr-simulator`: faithful stand-ins for the parts of Microsoft's stack the project cannot
 //! have in development and CI.
 //!
-//! - [`exchange_identity`]: an Exchange server's identity-token issuer and auth metadata document (the simulated EWS mailbox will sit beside it).
+//! - [`exchange_identity`]: an Exchange server's identity-token issuer and auth metadata document.
+//! - [`ews`]: the Exchange server's EWS side: a stateful EWS endpoint over in-memory resource
+//!   and organizer mailboxes, the meeting flows that fill them, and a JSON control API.
 //! - [`entra`]: an Entra ID tenant's OpenID configuration, JWKS and v2.0 access tokens (NAA).
 //! - [`outlook`]: an Outlook compose window hosting the real task pane in an iframe, and the
 //!   fake Office.js the pane loads.
@@ -17,6 +19,7 @@
 //! directly.
 
 pub mod entra;
+pub mod ews;
 pub mod exchange_identity;
 pub mod jwt;
 pub mod naa;
@@ -40,16 +43,28 @@ pub struct Simulator {
     pub exchange: Arc<ExchangeIssuer>,
     /// The simulated Entra ID tenant.
     pub entra: Arc<EntraIssuer>,
+    /// The simulated Exchange server's EWS side (mailboxes, meeting flows, control API).
+    pub ews: Arc<ews::ExchangeServer>,
 }
 
 impl Simulator {
     /// Generates fresh issuers for a simulator reachable at `origin`
     /// (e.g. `https://127.0.0.1:9443`) with Entra tenant `tenant_id`.
     pub fn generate(origin: &str, tenant_id: &str) -> anyhow::Result<Self> {
+        Self::generate_with(origin, tenant_id, ews::ExchangeOptions::default())
+    }
+
+    /// Like [`Simulator::generate`], with the simulated Exchange set up by `exchange`.
+    pub fn generate_with(
+        origin: &str,
+        tenant_id: &str,
+        exchange: ews::ExchangeOptions,
+    ) -> anyhow::Result<Self> {
         let origin = origin.trim_end_matches('/').to_owned();
         Ok(Self {
             exchange: Arc::new(ExchangeIssuer::generate(&origin)?),
             entra: Arc::new(EntraIssuer::generate(&origin, tenant_id)?),
+            ews: Arc::new(ews::ExchangeServer::new(exchange)?),
             origin,
         })
     }
@@ -66,6 +81,12 @@ impl Simulator {
             .merge(entra::router(self.entra.clone()))
             .merge(outlook::router(self.exchange.clone()))
             .merge(naa::router(self.entra.clone()))
+            .merge(self.ews.router())
+    }
+
+    /// URL of the simulated EWS endpoint (`{origin}/EWS/Exchange.asmx`).
+    pub fn ews_url(&self) -> String {
+        format!("{}{}", self.origin, ews::http::EWS_PATH)
     }
 
     /// URL of the compose window for `scenario`.
