@@ -202,11 +202,11 @@ async fn http_503_is_retried_with_back_off_and_retry_after() {
     let first = gap(&arrivals, 0, 1);
     let second = gap(&arrivals, 1, 2);
     assert!(
-        first >= Duration::from_millis(500) && first < Duration::from_millis(1000),
+        first >= Duration::from_millis(500) && first < Duration::from_millis(1400),
         "{first:?}"
     );
     assert!(
-        second >= Duration::from_millis(1000) && second < Duration::from_millis(1800),
+        second >= Duration::from_millis(1000) && second < Duration::from_millis(2000),
         "{second:?}"
     );
     assert_eq!(mb.client().stats().retries, 2);
@@ -245,7 +245,7 @@ async fn basic_401_once_resends_and_succeeds() {
         .iter()
         .all(|a| a.authorization.as_deref() == Some(basic_header().as_str())));
     // Re-sent at once (no back-off for a re-authentication).
-    assert!(gap(&arrivals, 0, 1) < Duration::from_millis(400));
+    assert!(gap(&arrivals, 0, 1) < Duration::from_millis(450));
 }
 
 #[tokio::test]
