@@ -584,6 +584,7 @@ fn get_item_asks_for_every_field_the_reader_uses() {
         "calendar:ModifiedOccurrences",
         "calendar:DeletedOccurrences",
         "calendar:StartTimeZoneId",
+        "message:From",
         "meetingRequest:MeetingRequestType",
     ] {
         assert!(

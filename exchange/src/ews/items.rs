@@ -86,8 +86,10 @@ pub fn read_item(el: &Element) -> Result<Fetched, String> {
             content: b.text.clone(),
         })
         .unwrap_or_default();
-    let organizer = el
-        .child(NS_TYPES, "Organizer")
+    // A MeetingCancellation has no Organizer element: its sender (`From`) is the organizer.
+    let organizer = ["Organizer", "From"]
+        .iter()
+        .find_map(|name| el.child(NS_TYPES, name))
         .and_then(|o| o.child(NS_TYPES, "Mailbox"))
         .map(person)
         .unwrap_or_default();

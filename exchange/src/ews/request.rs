@@ -136,6 +136,8 @@ pub fn get_item_fields(ctx: &RequestContext) -> Vec<&'static str> {
             "calendar:StartTimeZone"
         },
         "meetingRequest:MeetingRequestType",
+        // A meeting cancellation has no calendar:Organizer; its sender is the organizer.
+        "message:From",
     ]
 }
 
