@@ -240,6 +240,11 @@ pub async fn serve(
         }
         None => None,
     };
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    // The mailbox workers of the management role (and `all`) run beside the listeners.
+    if let App::Management(state) = &app {
+        crate::mailbox_worker::spawn_all(state, stopping.clone())?;
+    }
     let router = http::router(app);
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
@@ -247,7 +252,6 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let shutdown_handle = handle.clone();
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stopping_tx.send(true);

@@ -13,6 +13,7 @@ pub mod app;
 pub mod edge;
 pub mod http;
 pub mod integration;
+pub mod mailbox_worker;
 pub mod manifest;
 pub mod metrics;
 pub mod pane_page;

@@ -57,6 +57,8 @@ pub struct StoredAlias {
     pub requester_id: String,
     pub requester_email: Option<String>,
     pub organizer_email: Option<String>,
+    /// The meeting that uses the alias, once bound.
+    pub meeting_uid: Option<String>,
 }
 
 /// Most inserts one group commit carries (each is its own execution of one
@@ -316,7 +318,7 @@ impl Storage {
     pub async fn alias_by_id(&self, id: &str) -> Result<Option<StoredAlias>, StorageError> {
         let row = sqlx::query(
             "SELECT id, integration, numeric_alias, alias, state, requester_id, requester_email, \
-             organizer_email FROM scheduled_alias WHERE id = $1",
+             organizer_email, meeting_uid FROM scheduled_alias WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -332,6 +334,7 @@ impl Storage {
                 requester_id: r.try_get("requester_id")?,
                 requester_email: r.try_get("requester_email")?,
                 organizer_email: r.try_get("organizer_email")?,
+                meeting_uid: r.try_get("meeting_uid")?,
             })
         })
         .transpose()
