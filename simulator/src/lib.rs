@@ -149,6 +149,15 @@ impl Drop for RunningSimulator {
 /// a TLS certificate for its host, and serves [`Simulator::router`] over HTTPS in a background
 /// task. Must be called inside a Tokio runtime.
 pub async fn start(listen: SocketAddr, tenant_id: &str) -> anyhow::Result<RunningSimulator> {
+    start_with(listen, tenant_id, ews::ExchangeOptions::default()).await
+}
+
+/// Like [`start`], with the simulated Exchange set up by `exchange`.
+pub async fn start_with(
+    listen: SocketAddr,
+    tenant_id: &str,
+    exchange: ews::ExchangeOptions,
+) -> anyhow::Result<RunningSimulator> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
@@ -156,7 +165,7 @@ pub async fn start(listen: SocketAddr, tenant_id: &str) -> anyhow::Result<Runnin
     let host = local_addr.ip().to_string();
     let tenant = tenant_id.to_owned();
     let (simulator, tls) = tokio::task::spawn_blocking(move || {
-        let simulator = Simulator::generate(&origin, &tenant)?;
+        let simulator = Simulator::generate_with(&origin, &tenant, exchange)?;
         let tls = tls::TlsIdentity::generate(&[host.as_str()])?;
         anyhow::Ok((simulator, tls))
     })

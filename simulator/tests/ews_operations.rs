@@ -12,7 +12,9 @@ use vmr_simulator::ews::FolderName;
 async fn get_folder_counts_items_and_answers_in_schema_order() {
     let server = server();
     for i in 0..3 {
-        server.send_meeting(meeting(&format!("M{i}"), T0 + i * DAY)).expect("send");
+        server
+            .send_meeting(meeting(&format!("M{i}"), T0 + i * DAY))
+            .expect("send");
     }
     let request = envelope(
         Some(ROOM),
@@ -24,7 +26,9 @@ async fn get_folder_counts_items_and_answers_in_schema_order() {
     assert_eq!(answer.codes(), ["NoError", "NoError"]);
     assert_eq!(answer.texts(NS_T, "TotalCount"), ["3", "0"]);
     assert_eq!(answer.texts(NS_T, "UnreadCount"), ["3"]);
-    assert!(answer.body.contains("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">"));
+    assert!(answer
+        .body
+        .contains("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">"));
     assert!(answer.body.contains("<h:ServerVersionInfo MajorVersion=\"15\" MinorVersion=\"2\" MajorBuildNumber=\"1118\" MinorBuildNumber=\"7\" Version=\"V2017_07_11\""));
     assert!(answer.body.contains("<m:GetFolderResponse xmlns:m="));
     assert_valid_response(&answer);
@@ -51,7 +55,10 @@ async fn a_default_namespace_and_other_prefixes_are_read_by_namespace() {
     let answer = post(&server, request).await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_eq!(answer.texts(NS_T, "TotalCount"), ["1"]);
-    assert!(answer.texts(NS_T, "DisplayName").is_empty(), "IdOnly + TotalCount only");
+    assert!(
+        answer.texts(NS_T, "DisplayName").is_empty(),
+        "IdOnly + TotalCount only"
+    );
     assert_valid_response(&answer);
 }
 
@@ -59,17 +66,29 @@ async fn a_default_namespace_and_other_prefixes_are_read_by_namespace() {
 async fn sync_pages_25_requests_in_pages_of_10_and_then_reports_nothing_new() {
     let server = server();
     for i in 0..25 {
-        server.send_meeting(meeting(&format!("M{i}"), T0 + i * HOUR)).expect("send");
+        server
+            .send_meeting(meeting(&format!("M{i}"), T0 + i * HOUR))
+            .expect("send");
     }
     let mut state: Option<String> = None;
     let mut pages = Vec::new();
     let mut all = Vec::new();
     loop {
-        let answer = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, state.as_deref(), 10))).await;
+        let answer = post(
+            &server,
+            &envelope(
+                Some(ROOM),
+                &sync_request("inbox", None, state.as_deref(), 10),
+            ),
+        )
+        .await;
         assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
         assert_valid_response(&answer);
         let created = created(&answer);
-        assert!(created.iter().all(|(kind, _)| kind == "MeetingRequest"), "{created:?}");
+        assert!(
+            created.iter().all(|(kind, _)| kind == "MeetingRequest"),
+            "{created:?}"
+        );
         pages.push(created.len());
         all.extend(created.into_iter().map(|(_, id)| id));
         state = answer.texts(NS_M, "SyncState").into_iter().next();
@@ -83,24 +102,54 @@ async fn sync_pages_25_requests_in_pages_of_10_and_then_reports_nothing_new() {
     all.dedup();
     assert_eq!(all.len(), 25);
     // Nothing new: an empty page, complete.
-    let answer = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, state.as_deref(), 10))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &sync_request("inbox", None, state.as_deref(), 10),
+        ),
+    )
+    .await;
     assert!(created(&answer).is_empty());
     assert_eq!(answer.texts(NS_M, "IncludesLastItemInRange"), ["true"]);
     // A garbage state is refused.
-    let answer = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, Some("H4sIAAAAAAAEAO29B2AcSZY=="), 10))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &sync_request("inbox", None, Some("H4sIAAAAAAAEAO29B2AcSZY=="), 10),
+        ),
+    )
+    .await;
     assert_eq!(answer.codes(), ["ErrorInvalidSyncStateData"]);
     assert_valid_response(&answer);
     // A state of the inbox is not one of the calendar.
-    let answer = post(&server, &envelope(Some(ROOM), &sync_request("calendar", None, state.as_deref(), 10))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &sync_request("calendar", None, state.as_deref(), 10),
+        ),
+    )
+    .await;
     assert_eq!(answer.codes(), ["ErrorInvalidSyncStateData"]);
 }
 
 #[tokio::test]
 async fn get_item_returns_only_what_was_asked_and_errors_per_item() {
     let server = server();
-    let uid = server.send_meeting(meeting("Weekly sync", T0)).expect("send");
-    let sync = post(&server, &envelope(None, &sync_request("inbox", Some(ROOM), None, 100))).await;
-    let (_, id) = created(&sync).into_iter().next().expect("a request in the room inbox");
+    let uid = server
+        .send_meeting(meeting("Weekly sync", T0))
+        .expect("send");
+    let sync = post(
+        &server,
+        &envelope(None, &sync_request("inbox", Some(ROOM), None, 100)),
+    )
+    .await;
+    let (_, id) = created(&sync)
+        .into_iter()
+        .next()
+        .expect("a request in the room inbox");
     let get = |body_type: &str| {
         format!(
             r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:BodyType>{body_type}</t:BodyType>
@@ -117,25 +166,56 @@ async fn get_item_returns_only_what_was_asked_and_errors_per_item() {
         )
     };
     let answer = post(&server, &envelope(Some(ROOM), &get("HTML"))).await;
-    assert_eq!(answer.codes(), ["NoError", "ErrorItemNotFound"], "{}", answer.body);
-    assert_eq!(answer.texts(NS_M, "MessageText"), ["The specified object was not found in the store."]);
+    assert_eq!(
+        answer.codes(),
+        ["NoError", "ErrorItemNotFound"],
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.texts(NS_M, "MessageText"),
+        ["The specified object was not found in the store."]
+    );
     assert_valid_response(&answer);
-    assert_eq!(answer.texts(NS_T, "ItemClass"), ["IPM.Schedule.Meeting.Request"]);
-    assert_eq!(answer.texts(NS_T, "UID"), [uid.clone()]);
-    assert_eq!(answer.texts(NS_T, "MeetingRequestType"), ["NewMeetingRequest"]);
+    assert_eq!(
+        answer.texts(NS_T, "ItemClass"),
+        ["IPM.Schedule.Meeting.Request"]
+    );
+    assert_eq!(answer.texts(NS_T, "UID"), std::slice::from_ref(&uid));
+    assert_eq!(
+        answer.texts(NS_T, "MeetingRequestType"),
+        ["NewMeetingRequest"]
+    );
     assert_eq!(answer.texts(NS_T, "AppointmentSequenceNumber"), ["0"]);
     assert_eq!(answer.texts(NS_T, "Start"), ["2026-03-02T10:00:00Z"]);
-    assert_eq!(answer.texts(NS_T, "StartTimeZoneId"), ["W. Europe Standard Time"]);
+    assert_eq!(
+        answer.texts(NS_T, "StartTimeZoneId"),
+        ["W. Europe Standard Time"]
+    );
     assert_eq!(answer.attrs(NS_T, "Body", "BodyType"), ["HTML"]);
     assert!(answer.texts(NS_T, "Body")[0].contains("<p>Weekly sync agenda</p>"));
-    assert!(answer.texts(NS_T, "DateTimeReceived").is_empty(), "not asked for");
-    assert!(answer.texts(NS_T, "RequiredAttendees").is_empty(), "not asked for");
+    assert!(
+        answer.texts(NS_T, "DateTimeReceived").is_empty(),
+        "not asked for"
+    );
+    assert!(
+        answer.texts(NS_T, "RequiredAttendees").is_empty(),
+        "not asked for"
+    );
     let values = answer.texts(NS_T, "Value");
-    let clean = base64::engine::general_purpose::STANDARD.decode(&values[0]).expect("b64");
+    let clean = base64::engine::general_purpose::STANDARD
+        .decode(&values[0])
+        .expect("b64");
     let hex: String = clean.iter().map(|b| format!("{b:02X}")).collect();
     assert_eq!(hex, uid, "0x23 is the UID's bytes");
-    assert_eq!(values[0], values[1], "a single meeting's 0x03 has no instance date");
-    assert_eq!(answer.attrs(NS_T, "ExtendedFieldURI", "PropertySetId")[0], "6ed8da90-450b-101b-98da-00aa003f1305");
+    assert_eq!(
+        values[0], values[1],
+        "a single meeting's 0x03 has no instance date"
+    );
+    assert_eq!(
+        answer.attrs(NS_T, "ExtendedFieldURI", "PropertySetId")[0],
+        "6ed8da90-450b-101b-98da-00aa003f1305"
+    );
     let answer = post(&server, &envelope(Some(ROOM), &get("Text"))).await;
     assert_eq!(answer.attrs(NS_T, "Body", "BodyType"), ["Text"]);
     assert_eq!(answer.texts(NS_T, "Body"), ["Weekly sync agenda"]);
@@ -154,8 +234,12 @@ async fn find_item_expands_a_series_and_finds_the_organizers_item_by_clean_goid(
         },
     });
     let uid = server.send_meeting(series).expect("send");
-    server.move_occurrence(&uid, T0 + DAY, T0 + DAY + 2 * HOUR, T0 + DAY + 3 * HOUR).expect("move");
-    server.cancel_occurrence(&uid, T0 + 2 * DAY).expect("cancel one");
+    server
+        .move_occurrence(&uid, T0 + DAY, T0 + DAY + 2 * HOUR, T0 + DAY + 3 * HOUR)
+        .expect("move");
+    server
+        .cancel_occurrence(&uid, T0 + 2 * DAY)
+        .expect("cancel one");
     let view = r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>
         <t:FieldURI FieldURI="item:Subject"/><t:FieldURI FieldURI="calendar:Start"/><t:FieldURI FieldURI="calendar:CalendarItemType"/>
         <t:FieldURI FieldURI="calendar:UID"/></t:AdditionalProperties></m:ItemShape>
@@ -164,31 +248,46 @@ async fn find_item_expands_a_series_and_finds_the_organizers_item_by_clean_goid(
     let answer = post(&server, &envelope(Some(ALICE), view)).await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_valid_response(&answer);
-    assert_eq!(answer.texts(NS_T, "CalendarItemType"), ["Occurrence", "Exception", "Occurrence", "Occurrence"]);
+    assert_eq!(
+        answer.texts(NS_T, "CalendarItemType"),
+        ["Occurrence", "Exception", "Occurrence", "Occurrence"]
+    );
     assert_eq!(
         answer.texts(NS_T, "Start"),
-        ["2026-03-02T10:00:00Z", "2026-03-03T12:00:00Z", "2026-03-05T10:00:00Z", "2026-03-06T10:00:00Z"]
+        [
+            "2026-03-02T10:00:00Z",
+            "2026-03-03T12:00:00Z",
+            "2026-03-05T10:00:00Z",
+            "2026-03-06T10:00:00Z"
+        ]
     );
     assert_eq!(answer.attrs(NS_M, "RootFolder", "TotalItemsInView"), ["4"]);
     // An occurrence id from the view opens the occurrence.
     let occurrence_id = answer.attrs(NS_T, "ItemId", "Id")[1].clone();
-    let get = format!(r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:RecurrenceId"/><t:FieldURI FieldURI="calendar:CalendarItemType"/></t:AdditionalProperties></m:ItemShape><m:ItemIds><t:ItemId Id="{occurrence_id}"/></m:ItemIds></m:GetItem>"#);
+    let get = format!(
+        r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:RecurrenceId"/><t:FieldURI FieldURI="calendar:CalendarItemType"/></t:AdditionalProperties></m:ItemShape><m:ItemIds><t:ItemId Id="{occurrence_id}"/></m:ItemIds></m:GetItem>"#
+    );
     let answer = post(&server, &envelope(Some(ALICE), &get)).await;
     assert_eq!(answer.texts(NS_T, "RecurrenceId"), ["2026-03-03T10:00:00Z"]);
     assert_eq!(answer.texts(NS_T, "CalendarItemType"), ["Exception"]);
     // Truncated view.
     let small = view.replace("MaxEntriesReturned=\"100\"", "MaxEntriesReturned=\"2\"");
     let answer = post(&server, &envelope(Some(ALICE), &small)).await;
-    assert_eq!(answer.attrs(NS_M, "RootFolder", "IncludesLastItemInRange"), ["false"]);
+    assert_eq!(
+        answer.attrs(NS_M, "RootFolder", "IncludesLastItemInRange"),
+        ["false"]
+    );
     assert_eq!(answer.texts(NS_T, "Start").len(), 2);
     // The organizer's master by CleanGlobalObjectId.
     let goid = vmr_simulator::ews::flows::goid_from_uid(&uid).expect("hex");
     let value = base64::engine::general_purpose::STANDARD.encode(goid);
-    let find = format!(r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:CalendarItemType"/><t:FieldURI FieldURI="calendar:IsOrganizer"/></t:AdditionalProperties></m:ItemShape>
+    let find = format!(
+        r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:CalendarItemType"/><t:FieldURI FieldURI="calendar:IsOrganizer"/></t:AdditionalProperties></m:ItemShape>
         <m:IndexedPageItemView MaxEntriesReturned="10" Offset="0" BasePoint="Beginning"/>
         <m:Restriction><t:IsEqualTo><t:ExtendedFieldURI PropertySetId="6ED8DA90-450B-101B-98DA-00AA003F1305" PropertyId="35" PropertyType="Binary"/>
         <t:FieldURIOrConstant><t:Constant Value="{value}"/></t:FieldURIOrConstant></t:IsEqualTo></m:Restriction>
-        <m:ParentFolderIds><t:DistinguishedFolderId Id="calendar"/></m:ParentFolderIds></m:FindItem>"#);
+        <m:ParentFolderIds><t:DistinguishedFolderId Id="calendar"/></m:ParentFolderIds></m:FindItem>"#
+    );
     let answer = post(&server, &envelope(Some(ALICE), &find)).await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_valid_response(&answer);
@@ -196,14 +295,38 @@ async fn find_item_expands_a_series_and_finds_the_organizers_item_by_clean_goid(
     assert_eq!(answer.texts(NS_T, "IsOrganizer"), ["true"]);
     // ModifiedOccurrences/DeletedOccurrences on the master (GetItem), and InstanceIndex.
     let master = answer.attrs(NS_T, "ItemId", "Id")[0].clone();
-    let get = format!(r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:ModifiedOccurrences"/><t:FieldURI FieldURI="calendar:DeletedOccurrences"/><t:FieldURI FieldURI="calendar:Recurrence"/><t:FieldURI FieldURI="calendar:Start"/></t:AdditionalProperties></m:ItemShape>
-        <m:ItemIds><t:ItemId Id="{master}"/><t:OccurrenceItemId RecurringMasterId="{master}" InstanceIndex="4"/><t:OccurrenceItemId RecurringMasterId="{master}" InstanceIndex="3"/></m:ItemIds></m:GetItem>"#);
+    let get = format!(
+        r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="calendar:ModifiedOccurrences"/><t:FieldURI FieldURI="calendar:DeletedOccurrences"/><t:FieldURI FieldURI="calendar:Recurrence"/><t:FieldURI FieldURI="calendar:Start"/></t:AdditionalProperties></m:ItemShape>
+        <m:ItemIds><t:ItemId Id="{master}"/><t:OccurrenceItemId RecurringMasterId="{master}" InstanceIndex="4"/><t:OccurrenceItemId RecurringMasterId="{master}" InstanceIndex="3"/></m:ItemIds></m:GetItem>"#
+    );
     let answer = post(&server, &envelope(Some(ALICE), &get)).await;
-    assert_eq!(answer.codes(), ["NoError", "NoError", "ErrorCalendarOccurrenceIsDeletedFromRecurrence"], "{}", answer.body);
+    assert_eq!(
+        answer.codes(),
+        [
+            "NoError",
+            "NoError",
+            "ErrorCalendarOccurrenceIsDeletedFromRecurrence"
+        ],
+        "{}",
+        answer.body
+    );
     assert_valid_response(&answer);
-    assert_eq!(answer.texts(NS_T, "OriginalStart"), ["2026-03-03T10:00:00Z"]);
-    assert!(answer.texts(NS_T, "Start").contains(&"2026-03-04T10:00:00Z".to_owned()), "DeletedOccurrence");
-    assert!(answer.texts(NS_T, "Start").contains(&"2026-03-05T10:00:00Z".to_owned()), "4th instance");
+    assert_eq!(
+        answer.texts(NS_T, "OriginalStart"),
+        ["2026-03-03T10:00:00Z"]
+    );
+    assert!(
+        answer
+            .texts(NS_T, "Start")
+            .contains(&"2026-03-04T10:00:00Z".to_owned()),
+        "DeletedOccurrence"
+    );
+    assert!(
+        answer
+            .texts(NS_T, "Start")
+            .contains(&"2026-03-05T10:00:00Z".to_owned()),
+        "4th instance"
+    );
     assert_eq!(answer.texts(NS_T, "NumberOfOccurrences"), ["5"]);
     assert_eq!(answer.texts(NS_T, "StartDate"), ["2026-03-02+01:00"]);
     // A restriction on calendar:UID is refused, as by Exchange.
@@ -225,49 +348,133 @@ fn respond(kind: &str, id: &str, disposition: &str, body: &str) -> String {
 async fn accept_decline_and_remove_change_both_mailboxes() {
     let server = server();
     let uid = server.send_meeting(meeting("Board", T0)).expect("send");
-    assert!(server.calendar_items(ROOM).expect("room").is_empty(), "AutomateProcessing None: nothing on the calendar yet");
-    let sync = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    assert!(
+        server.calendar_items(ROOM).expect("room").is_empty(),
+        "AutomateProcessing None: nothing on the calendar yet"
+    );
+    let sync = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let (_, request) = created(&sync).into_iter().next().expect("request");
-    let answer = post(&server, &envelope(Some(ROOM), &respond("AcceptItem", &request, "SendAndSaveCopy", "Video room reserved"))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &respond(
+                "AcceptItem",
+                &request,
+                "SendAndSaveCopy",
+                "Video room reserved",
+            ),
+        ),
+    )
+    .await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_valid_response(&answer);
     let calendar = server.calendar_items(ROOM).expect("room");
     assert_eq!(calendar.len(), 1);
     assert_eq!(calendar[0].uid, uid);
-    assert_eq!(calendar[0].my_response, vmr_core::meeting::MyResponse::Accept);
-    assert!(server.mailbox_messages(ROOM, FolderName::Inbox).expect("inbox").is_empty());
-    let deleted = server.mailbox_messages(ROOM, FolderName::DeletedItems).expect("deleted");
+    assert_eq!(
+        calendar[0].my_response,
+        vmr_core::meeting::MyResponse::Accept
+    );
+    assert!(server
+        .mailbox_messages(ROOM, FolderName::Inbox)
+        .expect("inbox")
+        .is_empty());
+    let deleted = server
+        .mailbox_messages(ROOM, FolderName::DeletedItems)
+        .expect("deleted");
     assert_eq!(deleted[0].item_class, "IPM.Schedule.Meeting.Request");
-    let alice = server.mailbox_messages(ALICE, FolderName::Inbox).expect("alice");
-    let reply = alice.iter().find(|m| m.item_class == "IPM.Schedule.Meeting.Resp.Pos").expect("Accepted reply");
+    let alice = server
+        .mailbox_messages(ALICE, FolderName::Inbox)
+        .expect("alice");
+    let reply = alice
+        .iter()
+        .find(|m| m.item_class == "IPM.Schedule.Meeting.Resp.Pos")
+        .expect("Accepted reply");
     assert_eq!(reply.subject, "Accepted: Board");
     assert_eq!(reply.body.content, "Video room reserved");
     assert_eq!(reply.uid.as_deref(), Some(uid.as_str()));
     // Answering the moved request again: gone from the inbox.
-    let again = post(&server, &envelope(Some(ROOM), &respond("AcceptItem", &request, "SendAndSaveCopy", "x"))).await;
+    let again = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &respond("AcceptItem", &request, "SendAndSaveCopy", "x"),
+        ),
+    )
+    .await;
     assert_eq!(again.codes(), ["ErrorItemNotFound"]);
     assert_valid_response(&again);
 
     // Cancellation → RemoveItem takes it off the calendar.
     server.cancel_meeting(&uid).expect("cancel");
-    assert_eq!(server.calendar_items(ROOM).expect("room").len(), 1, "None: the cancellation waits in the inbox");
-    let inbox = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    assert_eq!(
+        server.calendar_items(ROOM).expect("room").len(),
+        1,
+        "None: the cancellation waits in the inbox"
+    );
+    let inbox = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let (kind, cancellation) = created(&inbox).into_iter().next().expect("cancellation");
     assert_eq!(kind, "MeetingCancellation");
-    let answer = post(&server, &envelope(Some(ROOM), &respond("RemoveItem", &cancellation, "SendAndSaveCopy", "").replace("<t:Body BodyType=\"Text\"></t:Body>", ""))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &respond("RemoveItem", &cancellation, "SendAndSaveCopy", "")
+                .replace("<t:Body BodyType=\"Text\"></t:Body>", ""),
+        ),
+    )
+    .await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert!(server.calendar_items(ROOM).expect("room").is_empty());
-    assert_eq!(server.mailbox_messages(ROOM, FolderName::DeletedItems).expect("deleted").len(), 2);
+    assert_eq!(
+        server
+            .mailbox_messages(ROOM, FolderName::DeletedItems)
+            .expect("deleted")
+            .len(),
+        2
+    );
 
     // Decline.
-    server.send_meeting(meeting("Declined one", T0 + DAY)).expect("send");
-    let inbox = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    server
+        .send_meeting(meeting("Declined one", T0 + DAY))
+        .expect("send");
+    let inbox = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let (_, request) = created(&inbox).into_iter().next().expect("request");
-    let answer = post(&server, &envelope(Some(ROOM), &respond("DeclineItem", &request, "SendAndSaveCopy", "No VMR capacity"))).await;
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &respond(
+                "DeclineItem",
+                &request,
+                "SendAndSaveCopy",
+                "No VMR capacity",
+            ),
+        ),
+    )
+    .await;
     assert_eq!(answer.codes(), ["NoError"]);
     assert!(server.calendar_items(ROOM).expect("room").is_empty());
-    let alice = server.mailbox_messages(ALICE, FolderName::Inbox).expect("alice");
-    let reply = alice.iter().find(|m| m.item_class == "IPM.Schedule.Meeting.Resp.Neg").expect("Declined reply");
+    let alice = server
+        .mailbox_messages(ALICE, FolderName::Inbox)
+        .expect("alice");
+    let reply = alice
+        .iter()
+        .find(|m| m.item_class == "IPM.Schedule.Meeting.Resp.Neg")
+        .expect("Declined reply");
     assert_eq!(reply.subject, "Declined: Declined one");
     assert_eq!(reply.body.content, "No VMR capacity");
 }
@@ -276,21 +483,50 @@ async fn accept_decline_and_remove_change_both_mailboxes() {
 async fn an_out_of_date_request_cannot_be_accepted() {
     let server = server();
     let uid = server.send_meeting(meeting("Moving", T0)).expect("send");
-    let inbox = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    let inbox = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let (_, first) = created(&inbox).into_iter().next().expect("request");
     server
-        .update_meeting(&uid, vmr_simulator::ews::MeetingUpdate { start: Some(T0 + HOUR), end: Some(T0 + 2 * HOUR), ..Default::default() })
+        .update_meeting(
+            &uid,
+            vmr_simulator::ews::MeetingUpdate {
+                start: Some(T0 + HOUR),
+                end: Some(T0 + 2 * HOUR),
+                ..Default::default()
+            },
+        )
         .expect("update");
-    let answer = post(&server, &envelope(Some(ROOM), &respond("AcceptItem", &first, "SendAndSaveCopy", "ok"))).await;
-    assert_eq!(answer.codes(), ["ErrorCalendarMeetingRequestIsOutOfDate"], "{}", answer.body);
+    let answer = post(
+        &server,
+        &envelope(
+            Some(ROOM),
+            &respond("AcceptItem", &first, "SendAndSaveCopy", "ok"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        answer.codes(),
+        ["ErrorCalendarMeetingRequestIsOutOfDate"],
+        "{}",
+        answer.body
+    );
     assert_valid_response(&answer);
 }
 
 #[tokio::test]
 async fn update_item_on_the_organizers_item_sends_an_informational_update() {
     let server = server();
-    let uid = server.send_meeting(meeting("Rewrite me", T0)).expect("send");
-    let cal = post(&server, &envelope(Some(ALICE), &sync_request("calendar", None, None, 100))).await;
+    let uid = server
+        .send_meeting(meeting("Rewrite me", T0))
+        .expect("send");
+    let cal = post(
+        &server,
+        &envelope(Some(ALICE), &sync_request("calendar", None, None, 100)),
+    )
+    .await;
     let (_, organizer_item) = created(&cal).into_iter().next().expect("organizer item");
     let update = format!(
         r#"<m:UpdateItem MessageDisposition="SaveOnly" ConflictResolution="AutoResolve" SendMeetingInvitationsOrCancellations="SendToAllAndSaveCopy">
@@ -302,21 +538,39 @@ async fn update_item_on_the_organizers_item_sends_an_informational_update() {
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_eq!(answer.texts(NS_T, "Count"), ["0"]);
     assert_valid_response(&answer);
-    let room = server.mailbox_messages(ROOM, FolderName::Inbox).expect("room");
+    let room = server
+        .mailbox_messages(ROOM, FolderName::Inbox)
+        .expect("room");
     assert_eq!(room.len(), 2);
     assert!(room[1].body.content.contains("PXPS-1234"));
-    let inbox = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    let inbox = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let ids: Vec<String> = created(&inbox).into_iter().map(|(_, id)| id).collect();
-    let get = format!(r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="meetingRequest:MeetingRequestType"/><t:FieldURI FieldURI="calendar:AppointmentSequenceNumber"/><t:FieldURI FieldURI="meeting:IsOutOfDate"/></t:AdditionalProperties></m:ItemShape><m:ItemIds><t:ItemId Id="{}"/><t:ItemId Id="{}"/></m:ItemIds></m:GetItem>"#, ids[0], ids[1]);
+    let get = format!(
+        r#"<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties><t:FieldURI FieldURI="meetingRequest:MeetingRequestType"/><t:FieldURI FieldURI="calendar:AppointmentSequenceNumber"/><t:FieldURI FieldURI="meeting:IsOutOfDate"/></t:AdditionalProperties></m:ItemShape><m:ItemIds><t:ItemId Id="{}"/><t:ItemId Id="{}"/></m:ItemIds></m:GetItem>"#,
+        ids[0], ids[1]
+    );
     let answer = post(&server, &envelope(Some(ROOM), &get)).await;
-    assert_eq!(answer.texts(NS_T, "MeetingRequestType"), ["NewMeetingRequest", "InformationalUpdate"]);
+    assert_eq!(
+        answer.texts(NS_T, "MeetingRequestType"),
+        ["NewMeetingRequest", "InformationalUpdate"]
+    );
     assert_eq!(answer.texts(NS_T, "AppointmentSequenceNumber"), ["0", "0"]);
     assert_eq!(answer.texts(NS_T, "IsOutOfDate"), ["true", "false"]);
     assert_valid_response(&answer);
     // Stale change key with NeverOverwrite.
     let stale = update
-        .replace("ConflictResolution=\"AutoResolve\"", "ConflictResolution=\"NeverOverwrite\"")
-        .replace(&format!("Id=\"{organizer_item}\""), &format!("Id=\"{organizer_item}\" ChangeKey=\"DwAAABYAAAA=\""));
+        .replace(
+            "ConflictResolution=\"AutoResolve\"",
+            "ConflictResolution=\"NeverOverwrite\"",
+        )
+        .replace(
+            &format!("Id=\"{organizer_item}\""),
+            &format!("Id=\"{organizer_item}\" ChangeKey=\"DwAAABYAAAA=\""),
+        );
     let answer = post(&server, &envelope(Some(ALICE), &stale)).await;
     assert_eq!(answer.codes(), ["ErrorIrresolvableConflict"]);
     let _ = uid;
@@ -326,21 +580,47 @@ async fn update_item_on_the_organizers_item_sends_an_informational_update() {
 async fn delete_item_moves_to_deleted_items_and_cancels_the_organizers_meeting() {
     let server = server();
     server.send_meeting(meeting("Delete", T0)).expect("send");
-    let inbox = post(&server, &envelope(Some(ROOM), &sync_request("inbox", None, None, 100))).await;
+    let inbox = post(
+        &server,
+        &envelope(Some(ROOM), &sync_request("inbox", None, None, 100)),
+    )
+    .await;
     let (_, request) = created(&inbox).into_iter().next().expect("request");
-    let delete = format!(r#"<m:DeleteItem DeleteType="MoveToDeletedItems"><m:ItemIds><t:ItemId Id="{request}"/></m:ItemIds></m:DeleteItem>"#);
+    let delete = format!(
+        r#"<m:DeleteItem DeleteType="MoveToDeletedItems"><m:ItemIds><t:ItemId Id="{request}"/></m:ItemIds></m:DeleteItem>"#
+    );
     let answer = post(&server, &envelope(Some(ROOM), &delete)).await;
     assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
     assert_valid_response(&answer);
-    assert_eq!(server.mailbox_messages(ROOM, FolderName::DeletedItems).expect("deleted").len(), 1);
-    let cal = post(&server, &envelope(Some(ALICE), &sync_request("calendar", None, None, 100))).await;
+    assert_eq!(
+        server
+            .mailbox_messages(ROOM, FolderName::DeletedItems)
+            .expect("deleted")
+            .len(),
+        1
+    );
+    let cal = post(
+        &server,
+        &envelope(Some(ALICE), &sync_request("calendar", None, None, 100)),
+    )
+    .await;
     let (_, organizer_item) = created(&cal).into_iter().next().expect("organizer item");
-    let cancel = format!(r#"<m:DeleteItem DeleteType="MoveToDeletedItems" SendMeetingCancellations="SendToAllAndSaveCopy"><m:ItemIds><t:ItemId Id="{organizer_item}"/></m:ItemIds></m:DeleteItem>"#);
+    let cancel = format!(
+        r#"<m:DeleteItem DeleteType="MoveToDeletedItems" SendMeetingCancellations="SendToAllAndSaveCopy"><m:ItemIds><t:ItemId Id="{organizer_item}"/></m:ItemIds></m:DeleteItem>"#
+    );
     let answer = post(&server, &envelope(Some(ALICE), &cancel)).await;
     assert_eq!(answer.codes(), ["NoError"]);
-    let room = server.mailbox_messages(ROOM, FolderName::Inbox).expect("room");
-    assert_eq!(room.last().map(|m| m.item_class.as_str()), Some("IPM.Schedule.Meeting.Canceled"));
-    assert_eq!(room.last().map(|m| m.subject.as_str()), Some("Canceled: Delete"));
+    let room = server
+        .mailbox_messages(ROOM, FolderName::Inbox)
+        .expect("room");
+    assert_eq!(
+        room.last().map(|m| m.item_class.as_str()),
+        Some("IPM.Schedule.Meeting.Canceled")
+    );
+    assert_eq!(
+        room.last().map(|m| m.subject.as_str()),
+        Some("Canceled: Delete")
+    );
 }
 
 #[tokio::test]
@@ -354,7 +634,9 @@ async fn pull_notifications_carry_watermarks_and_more_events() {
     let id = answer.texts(NS_M, "SubscriptionId")[0].clone();
     let mut watermark = answer.texts(NS_M, "Watermark")[0].clone();
     for i in 0..30 {
-        server.send_meeting(meeting(&format!("N{i}"), T0 + i * HOUR)).expect("send");
+        server
+            .send_meeting(meeting(&format!("N{i}"), T0 + i * HOUR))
+            .expect("send");
     }
     let mut events = 0;
     let mut calls = 0;
@@ -364,8 +646,13 @@ async fn pull_notifications_carry_watermarks_and_more_events() {
         assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
         assert_valid_response(&answer);
         calls += 1;
-        events += answer.texts(NS_T, "CreatedEvent").len() + answer.texts(NS_T, "NewMailEvent").len();
-        watermark = answer.texts(NS_T, "Watermark").last().cloned().expect("watermark");
+        events +=
+            answer.texts(NS_T, "CreatedEvent").len() + answer.texts(NS_T, "NewMailEvent").len();
+        watermark = answer
+            .texts(NS_T, "Watermark")
+            .last()
+            .cloned()
+            .expect("watermark");
         if answer.texts(NS_T, "MoreEvents") == ["false"] {
             break;
         }
@@ -374,19 +661,29 @@ async fn pull_notifications_carry_watermarks_and_more_events() {
     assert_eq!(events, 60, "a CreatedEvent and a NewMailEvent per request");
     assert_eq!(calls, 2, "50 events per call, then MoreEvents false");
     let bad = format!("<m:GetEvents><m:SubscriptionId>{id}</m:SubscriptionId><m:Watermark>AAAA</m:Watermark></m:GetEvents>");
-    assert_eq!(post(&server, &envelope(Some(ROOM), &bad)).await.codes(), ["ErrorInvalidWatermark"]);
-    let unsubscribe = format!("<m:Unsubscribe><m:SubscriptionId>{id}</m:SubscriptionId></m:Unsubscribe>");
+    assert_eq!(
+        post(&server, &envelope(Some(ROOM), &bad)).await.codes(),
+        ["ErrorInvalidWatermark"]
+    );
+    let unsubscribe =
+        format!("<m:Unsubscribe><m:SubscriptionId>{id}</m:SubscriptionId></m:Unsubscribe>");
     let answer = post(&server, &envelope(Some(ROOM), &unsubscribe)).await;
     assert_eq!(answer.codes(), ["NoError"]);
     assert_valid_response(&answer);
     let get = format!("<m:GetEvents><m:SubscriptionId>{id}</m:SubscriptionId><m:Watermark>{watermark}</m:Watermark></m:GetEvents>");
-    assert_eq!(post(&server, &envelope(Some(ROOM), &get)).await.codes(), ["ErrorSubscriptionNotFound"]);
+    assert_eq!(
+        post(&server, &envelope(Some(ROOM), &get)).await.codes(),
+        ["ErrorSubscriptionNotFound"]
+    );
 }
 
 #[tokio::test]
 async fn an_unimplemented_operation_is_a_fault() {
     let server = server();
-    let request = envelope(Some(ROOM), r#"<m:ResolveNames ReturnFullContactData="false"><m:UnresolvedEntry>alice</m:UnresolvedEntry></m:ResolveNames>"#);
+    let request = envelope(
+        Some(ROOM),
+        r#"<m:ResolveNames ReturnFullContactData="false"><m:UnresolvedEntry>alice</m:UnresolvedEntry></m:ResolveNames>"#,
+    );
     let answer = post(&server, &request).await;
     assert_eq!(answer.status, 500);
     assert_eq!(answer.fault_code(), "a:ErrorInvalidRequest");
@@ -396,11 +693,23 @@ async fn an_unimplemented_operation_is_a_fault() {
 async fn the_mailbox_version_switch_changes_server_version_info() {
     let server = server();
     server.set_mailbox_version(vmr_simulator::ews::MailboxVersion::ExchangeOnline);
-    let request = envelope(Some(ROOM), r#"<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>"#);
+    let request = envelope(
+        Some(ROOM),
+        r#"<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>"#,
+    );
     let answer = post(&server, &request).await;
-    assert_eq!(answer.attrs(NS_T, "ServerVersionInfo", "MinorVersion"), ["20"]);
-    assert_eq!(answer.attrs(NS_T, "ServerVersionInfo", "Version"), ["V2018_01_08"]);
+    assert_eq!(
+        answer.attrs(NS_T, "ServerVersionInfo", "MinorVersion"),
+        ["20"]
+    );
+    assert_eq!(
+        answer.attrs(NS_T, "ServerVersionInfo", "Version"),
+        ["V2018_01_08"]
+    );
     server.set_mailbox_version(vmr_simulator::ews::MailboxVersion::Exchange2016);
     let answer = post(&server, &request).await;
-    assert_eq!(answer.attrs(NS_T, "ServerVersionInfo", "MinorVersion"), ["1"]);
+    assert_eq!(
+        answer.attrs(NS_T, "ServerVersionInfo", "MinorVersion"),
+        ["1"]
+    );
 }

@@ -226,7 +226,10 @@ pub fn assert_valid_response(answer: &Answer) {
         .descendants()
         .find(|n| n.has_tag_name((NS_SOAP, "Body")))
         .expect("soap Body");
-    let op = body.children().find(|n| n.is_element()).expect("response element");
+    let op = body
+        .children()
+        .find(|n| n.is_element())
+        .expect("response element");
     let text = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n{}",
         &answer.body[op.range()]
