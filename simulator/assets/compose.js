@@ -498,6 +498,42 @@
     }
   };
 
+  // --- Send (through the simulated Exchange) ---------------------------------------------------
+  function send() {
+    var button = document.getElementById("send");
+    var sent = document.getElementById("sent");
+    var failure = document.getElementById("send-error");
+    button.disabled = true;
+    failure.hidden = true;
+    var address = function (r) { return r.emailAddress; };
+    fetch("/outlook/send", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        organizer: { name: state.organizer.displayName || "", email: state.organizer.emailAddress },
+        subject: state.subject,
+        body: { html: bodyType() === "html", content: rawBody() },
+        start: state.start ? state.start.getTime() : null,
+        end: state.end ? state.end.getTime() : null,
+        required: state.requiredAttendees.map(address),
+        optional: state.optionalAttendees.map(address)
+      })
+    }).then(function (response) {
+      if (!response.ok) {
+        return response.text().then(function (text) { throw new Error(text || ("HTTP " + response.status)); });
+      }
+      return response.json();
+    }).then(function (json) {
+      sent.dataset.uid = json.uid;
+      sent.hidden = false;
+    }, function (err) {
+      failure.textContent = "Not sent: " + err.message;
+      failure.hidden = false;
+      button.disabled = false;
+    });
+  }
+
   setupForm();
+  document.getElementById("send").addEventListener("click", send);
   el.frame.src = paneUrl();
 })();

@@ -271,6 +271,76 @@ pub fn router(exchange: Arc<ExchangeIssuer>) -> Router {
         .with_state(exchange)
 }
 
+/// Path of the compose window's Send button endpoint.
+pub const SEND_PATH: &str = "/outlook/send";
+
+/// What the compose window's Send button posts: the item as the form holds it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendRequest {
+    /// The organizer from the scenario.
+    pub organizer: vmr_core::meeting::Person,
+    #[serde(default)]
+    pub subject: String,
+    /// The body as the editor holds it, with its type.
+    #[serde(default)]
+    pub body: vmr_core::meeting::Body,
+    /// Unix ms; default tomorrow 10:00 UTC.
+    #[serde(default)]
+    pub start: Option<i64>,
+    /// Unix ms; default start + 30 minutes.
+    #[serde(default)]
+    pub end: Option<i64>,
+    /// Required attendees' addresses (known resources among them become resources).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Optional attendees' addresses.
+    #[serde(default)]
+    pub optional: Vec<String>,
+}
+
+/// The Send route: the compose window sends its meeting through the simulated Exchange
+/// (`ExchangeServer::send_meeting`) and gets the meeting's UID back.
+pub fn send_router(ews: Arc<crate::ews::ExchangeServer>) -> Router {
+    Router::new()
+        .route(SEND_PATH, post(send_item))
+        .with_state(ews)
+}
+
+async fn send_item(
+    State(ews): State<Arc<crate::ews::ExchangeServer>>,
+    axum::Json(request): axum::Json<SendRequest>,
+) -> Response {
+    const DAY_MS: i64 = 86_400_000;
+    let now = ews.now_unix_ms();
+    let tomorrow_ten = (now.div_euclid(DAY_MS) + 1) * DAY_MS + 10 * 3_600_000;
+    let start = request.start.unwrap_or(tomorrow_ten);
+    let end = request.end.unwrap_or(start + 30 * 60_000);
+    let (resources, required): (Vec<String>, Vec<String>) = request
+        .required
+        .into_iter()
+        .partition(|address| ews.is_resource(address));
+    let (optional_resources, optional): (Vec<String>, Vec<String>) = request
+        .optional
+        .into_iter()
+        .partition(|address| ews.is_resource(address));
+    let meeting = crate::ews::SendMeeting {
+        organizer: request.organizer,
+        subject: request.subject,
+        body: request.body,
+        start,
+        end,
+        time_zone: "UTC".to_owned(),
+        recurrence: None,
+        required,
+        optional,
+        resources: resources.into_iter().chain(optional_resources).collect(),
+    };
+    match ews.send_meeting(meeting) {
+        Ok(uid) => axum::Json(serde_json::json!({ "uid": uid })).into_response(),
+        Err(e) => bad_request(format!("cannot send the meeting: {e}")),
+    }
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [

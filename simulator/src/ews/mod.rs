@@ -383,6 +383,11 @@ impl ExchangeServer {
         self.clock.now_unix_ms()
     }
 
+    /// The time the server's clock reads (Unix ms).
+    pub fn now_unix_ms(&self) -> UnixMs {
+        self.clock.now_unix_ms()
+    }
+
     /// Adds a mailbox (or changes an existing one's name, kind and processing).
     pub fn add_mailbox(&self, email: &str, name: &str, kind: MailboxKind) {
         let automate = match kind {
