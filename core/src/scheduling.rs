@@ -364,15 +364,16 @@ pub fn decide(facts: Facts<'_>) -> Result<Decision, RecurrenceError> {
             why: "the request is outdated: a newer one superseded it",
         });
     }
+    // A cancellation always applies (meeting cancellations carry no sequence number).
+    if is_cancellation(item) {
+        return decide_cancellation(item, facts.stored, facts.now);
+    }
     if let Some(stored) = facts.stored {
         if item.sequence < stored.sequence {
             return Ok(Decision::Nothing {
                 why: "the item is older than the change already answered",
             });
         }
-    }
-    if is_cancellation(item) {
-        return decide_cancellation(item, facts.stored, facts.now);
     }
     if is_occurrence(item) {
         return decide_occurrence(item, facts.stored);

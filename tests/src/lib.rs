@@ -7,6 +7,7 @@
 //! does it); the pane must be built into `dist/` (`cargo xtask build-pane`).
 
 pub mod blocking_proxy;
+pub mod mailbox;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -74,8 +75,12 @@ pub struct Sim {
 impl Sim {
     /// Starts the simulator on a free loopback port.
     pub async fn start() -> Result<Sim> {
-        let running =
-            vmr_simulator::start("127.0.0.1:0".parse()?, vmr_simulator::DEFAULT_TENANT).await?;
+        let running = vmr_simulator::start_with(
+            "127.0.0.1:0".parse()?,
+            vmr_simulator::DEFAULT_TENANT,
+            mailbox::exchange_options(),
+        )
+        .await?;
         let dir = tempfile::tempdir()?;
         let cert_file = dir.path().join("simulator.pem");
         running.tls.write_cert_pem(&cert_file)?;
@@ -280,9 +285,28 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], reusing a directory (and so its SQLite file).
     pub fn start_in(setup: ServerSetup, dir: tempfile::TempDir) -> Result<ServerProcess> {
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, setup.toml(dir.path()))?;
-        let binary = if setup.release {
+        let mut process = ServerProcess {
+            child: None,
+            setup,
+            dir,
+            log: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+        };
+        process.spawn()?;
+        Ok(process)
+    }
+
+    /// Kills the process (SIGKILL, as a crash would) and starts it again on the same
+    /// directory and config; returns once it listens.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Writes the config, starts the binary and waits until it listens.
+    fn spawn(&mut self) -> Result<()> {
+        let config = self.dir.path().join("config.toml");
+        std::fs::write(&config, self.setup.toml(self.dir.path()))?;
+        let binary = if self.setup.release {
             root().join("target/release/vmr-scheduler")
         } else {
             bin("vmr-scheduler")?
@@ -290,15 +314,18 @@ impl ServerProcess {
         let mut child = Command::new(binary)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            // VMR_E2E_LOG=info (or debug) shows what the process did when a test fails.
+            .env(
+                "RUST_LOG",
+                std::env::var("VMR_E2E_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting vmr-scheduler")?;
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
+            let log = self.log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Ok(mut l) = log.lock() {
@@ -317,24 +344,19 @@ impl ServerProcess {
                 }
             }
         });
-        let mut process = ServerProcess {
-            child: Some(child),
-            setup,
-            dir,
-            log,
-        };
+        self.child = Some(child);
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let status = process
+            let status = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             std::thread::sleep(Duration::from_millis(200));
             bail!(
                 "vmr-scheduler did not start (exit: {status:?}); its log:\n{}",
-                process.log_text()
+                self.log_text()
             );
         }
-        Ok(process)
+        Ok(())
     }
 
     /// What the process wrote to stderr so far.

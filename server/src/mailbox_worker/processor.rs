@@ -332,7 +332,7 @@ fn plan(
             meeting.sequence = i64::from(*sequence);
             meeting.is_series = schedule.is_series();
             meeting.schedule_json = schedule_json(schedule);
-            if *release {
+            if *release && meeting.conference_id.is_some() {
                 commit.windows = Some(Vec::new());
             }
             commit.operation.success = false;
@@ -368,10 +368,12 @@ fn plan(
                     meeting.state = MeetingState::Cancelled.as_str().into();
                     meeting.is_series = record.is_some_and(|r| r.is_series);
                     meeting.schedule_json = previous;
-                    commit.windows = Some(Vec::new());
+                    if meeting.conference_id.is_some() {
+                        commit.windows = Some(Vec::new());
+                    }
                 }
             }
-            if *delete_vmr {
+            if *delete_vmr && meeting.conference_id.is_some() {
                 commit.delete_conference = true;
                 if let Some(alias_id) = meeting.alias_id.clone() {
                     commit.binding = AliasBinding::Delete { alias_id };

@@ -19,6 +19,9 @@ const BATCH: i64 = 50;
 /// failed, visible to admins).
 const MAX_ATTEMPTS: i64 = 5;
 
+/// Exchange's answer to a reply to a meeting request a newer one replaced.
+const OUT_OF_DATE: &str = "ErrorCalendarMeetingRequestIsOutOfDate";
+
 /// Why sending stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -90,6 +93,15 @@ async fn send_one(
         // Gone between the check and the reply: answered, or superseded by the organizer.
         Err(MailboxError::NotFound(_)) => {
             ctx.storage.mark_reply_sent(&reply.id, now).await?;
+            Ok(false)
+        }
+        // The organizer sent a newer version before this one was answered: that newer request
+        // gets the answer; this one is done.
+        Err(MailboxError::Refused { code, .. }) if code == OUT_OF_DATE => {
+            tracing::info!(uid = %reply.meeting_uid, "request superseded before it was answered");
+            ctx.storage
+                .mark_reply_failed(&reply.id, "superseded by a newer request", true)
+                .await?;
             Ok(false)
         }
         Err(e @ (MailboxError::Refused { .. } | MailboxError::Denied(_))) => {
