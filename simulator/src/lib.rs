@@ -82,7 +82,7 @@ impl Simulator {
             .merge(outlook::router(self.exchange.clone()))
             .merge(naa::router(self.entra.clone()))
             .merge(self.ews.router())
-            .merge(outlook::send_router(self.ews.clone()))
+            .merge(outlook::mail_router(self.ews.clone()))
     }
 
     /// URL of the simulated EWS endpoint (`{origin}/EWS/Exchange.asmx`).

@@ -298,12 +298,99 @@ pub struct SendRequest {
     pub optional: Vec<String>,
 }
 
-/// The Send route: the compose window sends its meeting through the simulated Exchange
-/// (`ExchangeServer::send_meeting`) and gets the meeting's UID back.
-pub fn send_router(ews: Arc<crate::ews::ExchangeServer>) -> Router {
+/// Path of a mailbox's Inbox as Outlook would list it (`?mailbox=<address>`).
+pub const INBOX_PATH: &str = "/outlook/inbox.html";
+
+/// The routes backed by the simulated Exchange: the compose window's Send (the meeting goes
+/// through `ExchangeServer::send_meeting`, the answer is its UID) and a mailbox's Inbox, where
+/// an organizer reads the resource's replies.
+pub fn mail_router(ews: Arc<crate::ews::ExchangeServer>) -> Router {
     Router::new()
         .route(SEND_PATH, post(send_item))
+        .route(INBOX_PATH, get(inbox_page))
         .with_state(ews)
+}
+
+#[derive(Debug, Deserialize)]
+struct InboxQuery {
+    mailbox: String,
+}
+
+/// Text safe inside HTML element content and double-quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The Inbox, newest first: sender, subject, time, and the body — HTML bodies in a sandboxed
+/// frame (no scripts, no access to this page), text bodies as text. Refreshes every 2 s.
+async fn inbox_page(
+    State(ews): State<Arc<crate::ews::ExchangeServer>>,
+    query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return bad_request("say which mailbox: ?mailbox=<address>".into());
+    };
+    let messages = match ews.mailbox_messages(&query.mailbox, crate::ews::FolderName::Inbox) {
+        Ok(m) => m,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let mut rows = String::new();
+    for (i, m) in messages.iter().enumerate().rev() {
+        let from = m
+            .from
+            .as_ref()
+            .map(|p| format!("{} &lt;{}&gt;", escape_html(&p.name), escape_html(&p.email)))
+            .unwrap_or_default();
+        let received = chrono::DateTime::from_timestamp_millis(m.received)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        let body = if m.body.html {
+            format!(
+                "<iframe sandbox title=\"body\" srcdoc=\"{}\"></iframe>",
+                escape_html(&m.body.content)
+            )
+        } else {
+            format!("<pre>{}</pre>", escape_html(&m.body.content))
+        };
+        rows.push_str(&format!(
+            "<article class=\"message\" id=\"message-{i}\" data-class=\"{class}\">\
+             <header><b class=\"subject\">{subject}</b><span class=\"from\">{from}</span>\
+             <time>{received}</time></header>{body}</article>\n",
+            class = escape_html(&m.item_class),
+            subject = escape_html(&m.subject),
+        ));
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>Inbox of {mailbox}</title><style>\
+         body{{font-family:Segoe UI,Arial,sans-serif;margin:0;background:#f3f2f1}}\
+         h1{{font-size:16px;margin:0;padding:12px 16px;background:#0f6cbd;color:#fff}}\
+         .message{{background:#fff;margin:12px 16px;padding:10px 14px;border-radius:4px;box-shadow:0 1px 2px #0002}}\
+         .message header{{display:flex;gap:12px;align-items:baseline}} .from{{color:#605e5c}} time{{margin-left:auto;color:#8a8886;font-size:12px}}\
+         iframe{{width:100%;height:90px;border:0}} pre{{white-space:pre-wrap}}\
+         </style></head><body><h1>Inbox — {mailbox}</h1>\n<main id=\"inbox\" data-count=\"{count}\">{rows}</main></body></html>",
+        mailbox = escape_html(&query.mailbox),
+        count = messages.len(),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
 }
 
 async fn send_item(

@@ -514,6 +514,42 @@ impl Browser {
         Ok(e.text().await?)
     }
 
+    /// Clicks the compose window's Send (the meeting goes to the simulated Exchange) and
+    /// returns the meeting's UID once the window says it was sent.
+    pub async fn send_from_outlook(&self) -> Result<String> {
+        self.client.enter_parent_frame().await?;
+        self.client.find(Locator::Id("send")).await?.click().await?;
+        let sent = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#sent[data-uid]:not([hidden])"))
+            .await
+            .map_err(|e| anyhow::anyhow!("the compose window did not say Sent: {e}"))?;
+        Ok(sent.attr("data-uid").await?.unwrap_or_default())
+    }
+
+    /// Opens `url` in the top frame.
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.client.goto(url).await?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for an element matching `css` in the current frame (pages that
+    /// refresh themselves are re-read until it appears).
+    pub async fn wait_css(
+        &self,
+        css: &str,
+        timeout: Duration,
+    ) -> Result<fantoccini::elements::Element> {
+        self.client
+            .wait()
+            .at_most(timeout)
+            .for_element(Locator::Css(css))
+            .await
+            .map_err(|e| anyhow::anyhow!("{css} did not appear: {e}"))
+    }
+
     /// Waits for the pane's add button to be enabled.
     pub async fn add_button(&self) -> Result<fantoccini::elements::Element> {
         Ok(self
