@@ -3,8 +3,11 @@
 //! tried with no tenant. Runs until Ctrl-C.
 //!
 //! Layout: the simulator on https://localhost:9443 (Exchange metadata and
-//! identity tokens, the Outlook compose window, the fake Office.js), the
-//! server on https://localhost:8443 with its state in `demo-data/`.
+//! identity tokens, the EWS endpoint with the resource mailbox
+//! `vmr-room@contoso.com`, the Outlook compose window with its Send button and
+//! the organizer's Inbox, the fake Office.js), the server on
+//! https://localhost:8443 with its state in `demo-data/`, watching that
+//! mailbox: click, Send, and the Inbox shows the resource's acceptance.
 //!
 //! The URLs are printed only once both answer: the simulator's Exchange
 //! metadata document and the server's `/readyz` are polled until they return
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::{cmd, pane, root, setup};
+use vmr_simulator::ews;
 
 const SERVER_PORT: u16 = 8443;
 const SIMULATOR_PORT: u16 = 9443;
@@ -74,8 +78,15 @@ pub fn run() -> Result<()> {
              [storage]\nurl = {db}\n\
              [http_client]\nextra_ca_files = [{sim_cert}]\n\
              [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\
-             [[integration]]\nid = \"default\"\nresource_email = \"vmr-scheduler@example.com\"\n\
-             [integration.auth]\nexchange_metadata = [\"localhost:{SIMULATOR_PORT}\", \"127.0.0.1:{SIMULATOR_PORT}\"]\n",
+             [[integration]]\nid = \"default\"\nresource_email = {resource}\nresource_name = \"VMR Room\"\n\
+             [integration.auth]\nexchange_metadata = [\"localhost:{SIMULATOR_PORT}\", \"127.0.0.1:{SIMULATOR_PORT}\"]\n\
+             # The resource mailbox, watched over EWS at the simulated Exchange.\n\
+             [integration.exchange]\news_url = \"https://localhost:{SIMULATOR_PORT}/EWS/Exchange.asmx\"\n\
+             ca_file = {sim_cert}\npoll_interval_secs = 10\n\
+             [integration.exchange.auth]\nmethod = \"basic\"\nusername = {account}\npassword = {password}\n",
+            resource = q(ews::DEFAULT_RESOURCE.to_owned()),
+            account = q(ews::DEFAULT_SERVICE_ACCOUNT.to_owned()),
+            password = q(ews::DEFAULT_SERVICE_PASSWORD.to_owned()),
             server_cert = q(data.join("server.pem").display().to_string()),
             dist = q(root().join("dist").display().to_string()),
             static_dir = q(root().join("static").display().to_string()),
@@ -96,17 +107,26 @@ pub fn run() -> Result<()> {
         "https://localhost:{SIMULATOR_PORT}/outlook/compose.html?pane={}",
         percent(&pane_url)
     );
+    let inbox = format!(
+        "https://localhost:{SIMULATOR_PORT}{}?mailbox={}",
+        vmr_simulator::outlook::INBOX_PATH,
+        vmr_simulator::outlook::DEFAULT_ORGANIZER
+    );
     println!(
         "\nvmr-scheduler demo is running (Ctrl-C stops it). Both use self-signed certificates:\n\
          accept them in the browser, once per port.\n\n\
+         In the simulated Outlook, click the task pane's button, then Send: the resource\n\
+         {resource} accepts within seconds, and the organizer's Inbox shows its reply.\n\n\
          \x20 simulated Outlook, new meeting:  {compose}\n\
+         \x20 the organizer's Inbox:           {inbox}\n\
          \x20 the same with a plain-text body: {compose}&body=text\n\
          \x20 add-in manifest:                 https://localhost:{SERVER_PORT}/manifest.xml\n\
          \x20 task pane alone:                 {pane_url}\n\
          \x20 health:                          https://localhost:{SERVER_PORT}/healthz\n\
          \x20 metrics (admin listener):        http://127.0.0.1:{ADMIN_PORT}/metrics\n\
          \x20 config and database:             {}\n",
-        data.display()
+        data.display(),
+        resource = ews::DEFAULT_RESOURCE,
     );
     let status = server.0.wait()?;
     if !status.success() {
