@@ -1099,6 +1099,26 @@ impl Storage {
         }
     }
 
+    /// The integration's accepted series (their windows roll forward with the horizon).
+    pub async fn accepted_series(
+        &self,
+        integration: &str,
+    ) -> Result<Vec<MeetingRecord>, StorageError> {
+        let sql = format!(
+            "SELECT {MEETING_COLUMNS} FROM meeting WHERE integration = $1 AND is_series = 1 \
+             AND state = 'accepted' ORDER BY uid"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(integration)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("listing accepted series"))?
+            .iter()
+            .map(meeting_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query_err("listing accepted series"))
+    }
+
     /// How many meetings the integration has in each state.
     pub async fn count_meetings_by_state(
         &self,

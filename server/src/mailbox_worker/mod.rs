@@ -7,13 +7,15 @@
 //! the whole page is applied, and send the replies the page produced ([`replies`]). Between
 //! cycles it waits for the server's change notifications (or the poll interval); every
 //! re-sync interval it forgets the sync states and reads both folders from the start, which
-//! processing tolerates because it is idempotent.
+//! processing tolerates because it is idempotent. Every hour it rolls the windows of accepted
+//! series forward to the horizon ([`horizon`]).
 //!
 //! Failures: a throttled mailbox is left alone for as long as the server asked; other mailbox
 //! and database failures back off exponentially up to the poll interval. Nothing is lost: an
 //! unapplied page is fetched again because its sync state was not stored.
 
 pub mod connect;
+pub mod horizon;
 pub mod processor;
 pub mod replies;
 
@@ -29,6 +31,8 @@ use crate::integration::Integration;
 
 /// Items read per `fetch` call (the backend batches further itself).
 const FETCH_CHUNK: usize = 50;
+/// How often series windows are rolled forward to the horizon.
+const ROLL_FORWARD_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest pause after a failure that gave no back-off of its own.
 const MAX_FAILURE_BACK_OFF: Duration = Duration::from_secs(60);
 
@@ -89,11 +93,23 @@ pub async fn run(
 ) {
     let integration = ctx.integration.config.id.clone();
     let mut last_resync = tokio::time::Instant::now();
+    let mut next_roll = tokio::time::Instant::now();
     let mut failures: u32 = 0;
     tracing::info!(%integration, "mailbox worker started");
     loop {
         if *stop.borrow() {
             break;
+        }
+        if tokio::time::Instant::now() >= next_roll {
+            match horizon::roll_forward(&ctx).await {
+                Ok(rolled) => {
+                    next_roll = tokio::time::Instant::now() + ROLL_FORWARD_INTERVAL;
+                    if rolled > 0 {
+                        tracing::info!(%integration, rolled, "series windows rolled forward");
+                    }
+                }
+                Err(e) => tracing::warn!(%integration, error = %e, "rolling series forward failed"),
+            }
         }
         let pause = match cycle(&ctx, mailbox.as_ref(), pace.sync_batch).await {
             Ok(report) => {
