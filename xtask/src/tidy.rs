@@ -31,7 +31,13 @@ use crate::root;
 
 /// Source folders whose every `.rs` file must appear in `ARCHITECTURE.md`,
 /// whether or not the map has a `module` table for them yet.
-pub const MAPPED_SOURCES: &[&str] = &["core/src", "auth/src", "store/src", "server/src"];
+pub const MAPPED_SOURCES: &[&str] = &[
+    "core/src",
+    "auth/src",
+    "store/src",
+    "exchange/src",
+    "server/src",
+];
 
 /// Folders never scanned (build output, tools, dependencies).
 const SKIP_DIRS: &[&str] = &[

@@ -4,7 +4,8 @@
 //! the [`EwsClient`] (authentication, throttling, retries, concurrency) and read by
 //! [`crate::ews::response`]:
 //!
-//! * [`Mailbox::sync`] — `SyncFolderItems` (`IdOnly`, at most [`SYNC_MAX_CHANGES`] changes);
+//! * [`Mailbox::sync`] — `SyncFolderItems` (`IdOnly`, at most [`SYNC_MAX_CHANGES`] changes, or
+//!   fewer with [`EwsMailbox::with_sync_batch`]);
 //! * [`Mailbox::fetch`] — `GetItem` in batches of [`FETCH_BATCH`], results in request order,
 //!   `ErrorItemNotFound` as [`Fetched::Gone`];
 //! * [`Mailbox::respond`] — `CreateItem` with an accept, decline or remove item;
@@ -33,6 +34,7 @@ pub const FETCH_BATCH: usize = 10;
 pub struct EwsMailbox {
     client: EwsClient,
     listener: ChangeListener,
+    sync_batch: u32,
 }
 
 impl EwsMailbox {
@@ -48,7 +50,17 @@ impl EwsMailbox {
         options: ListenerOptions,
     ) -> Self {
         let listener = ChangeListener::new(client.clone(), folders, options);
-        EwsMailbox { client, listener }
+        EwsMailbox {
+            client,
+            listener,
+            sync_batch: SYNC_MAX_CHANGES,
+        }
+    }
+
+    /// Asks for at most `changes` (1..=512) changes per `SyncFolderItems`.
+    pub fn with_sync_batch(mut self, changes: u32) -> Self {
+        self.sync_batch = changes.clamp(1, SYNC_MAX_CHANGES);
+        self
     }
 
     /// The transport (for its statistics and options).
@@ -92,7 +104,7 @@ impl EwsMailbox {
 impl Mailbox for EwsMailbox {
     async fn sync(&self, folder: Folder, state: Option<&str>) -> Result<SyncBatch, MailboxError> {
         let envelope =
-            request::sync_folder_items(self.client.context(), folder, state, SYNC_MAX_CHANGES);
+            request::sync_folder_items(self.client.context(), folder, state, self.sync_batch);
         let op = self.client.call("SyncFolderItems", envelope).await?;
         response::parse_sync_folder_items(&op).map_err(EwsError::into_mailbox_error)
     }

@@ -53,9 +53,10 @@ pub fn ews_mailbox(
         ..ListenerOptions::default()
     };
     let folders = Folder::ALL.to_vec();
-    Ok(Arc::new(EwsMailbox::with_listener_options(
-        client, folders, listener,
-    )))
+    Ok(Arc::new(
+        EwsMailbox::with_listener_options(client, folders, listener)
+            .with_sync_batch(exchange.sync_batch_size),
+    ))
 }
 
 fn https_client(exchange: &ExchangeConfig) -> Result<reqwest::Client> {

@@ -54,8 +54,6 @@ pub struct Pace {
     pub poll_interval: Duration,
     /// Full re-sync safety net.
     pub resync_interval: Duration,
-    /// `MaxChangesReturned` per sync call.
-    pub sync_batch: u32,
 }
 
 /// Why a cycle stopped early.
@@ -111,7 +109,7 @@ pub async fn run(
                 Err(e) => tracing::warn!(%integration, error = %e, "rolling series forward failed"),
             }
         }
-        let pause = match cycle(&ctx, mailbox.as_ref(), pace.sync_batch).await {
+        let pause = match cycle(&ctx, mailbox.as_ref()).await {
             Ok(report) => {
                 failures = 0;
                 if report.items > 0 || report.replies_sent > 0 {
@@ -174,17 +172,13 @@ fn failure_pause(error: &CycleError, failures: u32, poll: Duration) -> Duration 
 }
 
 /// One pass: outbox, both folders, outbox.
-pub async fn cycle(
-    ctx: &WorkerContext,
-    mailbox: &dyn Mailbox,
-    sync_batch: u32,
-) -> Result<CycleReport, CycleError> {
+pub async fn cycle(ctx: &WorkerContext, mailbox: &dyn Mailbox) -> Result<CycleReport, CycleError> {
     let mut report = CycleReport {
         replies_sent: replies::send_pending(ctx, mailbox).await?,
         ..CycleReport::default()
     };
     for folder in Folder::ALL {
-        sync_folder(ctx, mailbox, folder, sync_batch, &mut report).await?;
+        sync_folder(ctx, mailbox, folder, &mut report).await?;
     }
     report.replies_sent += replies::send_pending(ctx, mailbox).await?;
     Ok(report)
@@ -195,11 +189,9 @@ async fn sync_folder(
     ctx: &WorkerContext,
     mailbox: &dyn Mailbox,
     folder: Folder,
-    sync_batch: u32,
     report: &mut CycleReport,
 ) -> Result<(), CycleError> {
     let integration = ctx.integration.config.id.as_str();
-    let _ = sync_batch; // the backend chooses its page size; kept for Graph's `$top`
     loop {
         let state = ctx
             .storage
@@ -283,7 +275,6 @@ pub fn spawn_all(
         let pace = Pace {
             poll_interval: exchange.poll_interval(),
             resync_interval: exchange.resync_interval(),
-            sync_batch: exchange.sync_batch_size,
         };
         tracing::info!(integration = %ic.id, mailbox = watched, url = %exchange.ews_url, "watching the resource mailbox");
         workers.push(tokio::spawn(run(ctx, mailbox, pace, stop.clone())));
