@@ -37,6 +37,22 @@ use serde::{Deserialize, Serialize};
 use crate::meeting::{MeetingItem, MovedOccurrence, UnixMs};
 use crate::windows_zones;
 
+/// Month names as EWS writes them in `t:Month` (English, January first).
+pub const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 /// Which days a relative pattern counts (EWS `DayOfWeekType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DayKind {

@@ -337,21 +337,10 @@ fn day_kind(name: &str) -> Option<DayKind> {
 }
 
 fn month(name: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    MONTHS.iter().position(|m| *m == name).map(|i| i as u32 + 1)
+    vmr_core::recurrence::MONTH_NAMES
+        .iter()
+        .position(|m| *m == name)
+        .map(|i| i as u32 + 1)
 }
 
 /// Reads `t:Recurrence` (one pattern element, one range element).

@@ -837,27 +837,47 @@ fn deliver_request(
         } else {
             None
         };
-        let mut request = blank_item(
+        let mut request = meeting_message(
             ItemKind::MeetingRequest,
             "IPM.Schedule.Meeting.Request",
+            subject,
+            body,
+            received,
+            calendar_id,
             now,
         );
-        request.subject = subject.to_owned();
-        request.body = body.clone();
-        request.from = Some(fields.organizer.clone());
-        request.to = fields
-            .required
-            .iter()
-            .chain(&fields.resources)
-            .map(|a| a.person.clone())
-            .collect();
-        request.meeting = Some(received);
         request.request_type = Some(request_type);
-        request.response_type = Some(MyResponse::NoResponseReceived);
-        request.has_been_processed = calendar_id.is_some();
-        request.associated_calendar_item = calendar_id;
         store.create_item(recipient, FolderName::Inbox, request, now);
     }
+}
+
+/// A meeting message (request or cancellation) from the organizer in `received` to its
+/// attendees and resources; `calendar_id`: the recipient's calendar copy the Calendar
+/// Attendant already updated, if any.
+fn meeting_message(
+    kind: ItemKind,
+    item_class: &str,
+    subject: &str,
+    body: &Body,
+    received: MeetingFields,
+    calendar_id: Option<String>,
+    now: UnixMs,
+) -> Item {
+    let mut message = blank_item(kind, item_class, now);
+    message.subject = subject.to_owned();
+    message.body = body.clone();
+    message.from = Some(received.organizer.clone());
+    message.to = received
+        .required
+        .iter()
+        .chain(&received.resources)
+        .map(|a| a.person.clone())
+        .collect();
+    message.meeting = Some(received);
+    message.response_type = Some(MyResponse::NoResponseReceived);
+    message.has_been_processed = calendar_id.is_some();
+    message.associated_calendar_item = calendar_id;
+    message
 }
 
 /// Puts a cancellation into each known recipient's Inbox, marking the calendar copy cancelled
@@ -909,24 +929,15 @@ fn deliver_cancellation(
                 calendar_id = Some(existing);
             }
         }
-        let mut cancellation = blank_item(
+        let cancellation = meeting_message(
             ItemKind::MeetingCancellation,
             "IPM.Schedule.Meeting.Canceled",
+            &subject,
+            body,
+            received,
+            calendar_id,
             now,
         );
-        cancellation.subject = subject.clone();
-        cancellation.body = body.clone();
-        cancellation.from = Some(fields.organizer.clone());
-        cancellation.to = fields
-            .required
-            .iter()
-            .chain(&fields.resources)
-            .map(|a| a.person.clone())
-            .collect();
-        cancellation.meeting = Some(received);
-        cancellation.response_type = Some(MyResponse::NoResponseReceived);
-        cancellation.has_been_processed = calendar_id.is_some();
-        cancellation.associated_calendar_item = calendar_id;
         store.create_item(recipient, FolderName::Inbox, cancellation, now);
     }
 }

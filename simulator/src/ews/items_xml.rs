@@ -352,23 +352,8 @@ fn week_index_name(index: WeekIndex) -> &'static str {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
 fn month_name(month: u32) -> &'static str {
-    MONTHS
+    vmr_core::recurrence::MONTH_NAMES
         .get(usize::try_from(month.saturating_sub(1)).unwrap_or(0))
         .copied()
         .unwrap_or("January")
@@ -519,7 +504,7 @@ pub fn parse_recurrence(node: Node) -> Option<Recurrence> {
     };
     let month = |n: Node| -> Option<u32> {
         let name = text(n, "Month")?;
-        MONTHS
+        vmr_core::recurrence::MONTH_NAMES
             .iter()
             .position(|m| *m == name)
             .and_then(|i| u32::try_from(i + 1).ok())
