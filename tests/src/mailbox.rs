@@ -87,6 +87,28 @@ pub struct Allocated {
     pub tag: String,
 }
 
+impl Allocated {
+    /// The instructions with the tag's MAC edited (its first hex digit changed): what a user
+    /// who touched the tag sends.
+    pub fn tampered_instructions(&self) -> String {
+        let mac = self
+            .tag
+            .trim_end_matches('#')
+            .rsplit('-')
+            .next()
+            .unwrap_or_default();
+        let mut flipped = String::with_capacity(mac.len());
+        for (i, c) in mac.chars().enumerate() {
+            flipped.push(match (i, c) {
+                (0, '0') => '1',
+                (0, _) => '0',
+                (_, c) => c,
+            });
+        }
+        self.instructions_html.replace(mac, &flipped)
+    }
+}
+
 /// Allocates an alias for `organizer` the way the pane does (an Exchange identity token from
 /// the simulator, `POST /api/v1/alias`).
 pub async fn allocate(

@@ -112,26 +112,6 @@ fn next_monday_9_utc(days_ahead: i64) -> (chrono::NaiveDate, i64) {
     (date, start)
 }
 
-fn tamper(a: &Allocated) -> String {
-    let mac = a
-        .tag
-        .trim_end_matches('#')
-        .rsplit('-')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let flipped: String = mac
-        .chars()
-        .enumerate()
-        .map(|(i, c)| match (i, c) {
-            (0, '0') => '1',
-            (0, _) => '0',
-            (_, c) => c,
-        })
-        .collect();
-    a.instructions_html.replace(&mac, &flipped)
-}
-
 async fn kill_and_restart(
     server: &mut ServerProcess,
     rng: &mut Lcg,
@@ -195,7 +175,7 @@ async fn killing_management_at_random_moments_loses_and_repeats_nothing() -> Res
                 };
                 (original.instructions_html.clone(), start, None)
             }
-            (Kind::Tampered, Some(a)) => (tamper(a), start, None),
+            (Kind::Tampered, Some(a)) => (a.tampered_instructions(), start, None),
             (Kind::Past, Some(a)) => (a.instructions_html.clone(), start - 30 * DAY, None),
             (Kind::Series, Some(a)) => (a.instructions_html.clone(), series_start, Some((0, 0))),
             (_, Some(a)) => (a.instructions_html.clone(), start, None),

@@ -493,26 +493,7 @@ impl ExchangeServer {
                 now,
             ),
             Answer::Decline => {
-                if let Some(existing) = store
-                    .calendar_item_for(mailbox, &fields.goid)
-                    .map(|i| i.id.clone())
-                {
-                    match fields.recurrence_id {
-                        Some(rid) => {
-                            store.update_item(&existing, now, |item| {
-                                if let Some(m) = item.meeting.as_mut() {
-                                    m.moved.retain(|o| o.original_start != rid);
-                                    if !m.deleted.contains(&rid) {
-                                        m.deleted.push(rid);
-                                    }
-                                }
-                            });
-                        }
-                        None => {
-                            store.delete_item(&existing, now);
-                        }
-                    }
-                }
+                remove_from_calendar(&mut store, mailbox, &fields, now);
                 None
             }
         };
@@ -595,26 +576,7 @@ impl ExchangeServer {
                 "RemoveItem needs a meeting cancellation as its reference item.",
             ));
         };
-        if let Some(existing) = store
-            .calendar_item_for(mailbox, &fields.goid)
-            .map(|i| i.id.clone())
-        {
-            match fields.recurrence_id {
-                Some(rid) => {
-                    store.update_item(&existing, now, |item| {
-                        if let Some(m) = item.meeting.as_mut() {
-                            m.moved.retain(|o| o.original_start != rid);
-                            if !m.deleted.contains(&rid) {
-                                m.deleted.push(rid);
-                            }
-                        }
-                    });
-                }
-                None => {
-                    store.delete_item(&existing, now);
-                }
-            }
-        }
+        remove_from_calendar(&mut store, mailbox, &fields, now);
         store.update_item(reference_id, now, |item| {
             item.has_been_processed = true;
             item.is_read = true;
@@ -848,6 +810,32 @@ fn deliver_request(
         );
         request.request_type = Some(request_type);
         store.create_item(recipient, FolderName::Inbox, request, now);
+    }
+}
+
+/// Takes the meeting (or, for an occurrence, that occurrence) off `mailbox`'s calendar.
+fn remove_from_calendar(store: &mut Store, mailbox: &str, fields: &MeetingFields, now: UnixMs) {
+    let Some(existing) = store
+        .calendar_item_for(mailbox, &fields.goid)
+        .map(|i| i.id.clone())
+    else {
+        return;
+    };
+    match fields.recurrence_id {
+        Some(rid) => {
+            store.update_item(&existing, now, |item| {
+                if let Some(m) = item.meeting.as_mut() {
+                    m.moved.retain(|o| o.original_start != rid);
+                    if !m.deleted.contains(&rid) {
+                        m.deleted.push(rid);
+                        m.deleted.sort_unstable();
+                    }
+                }
+            });
+        }
+        None => {
+            store.delete_item(&existing, now);
+        }
     }
 }
 
