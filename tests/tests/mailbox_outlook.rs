@@ -13,17 +13,29 @@ use vmr_simulator::outlook::{ComposeScenario, DEFAULT_ORGANIZER, INBOX_PATH};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_send_and_the_organizer_reads_the_acceptance() -> Result<()> {
     let sim = Sim::start().await?;
-    let server = ServerProcess::start(watching_setup(&sim, "")?)?;
+    // Polling once a minute: an answer within the 30 s wait below can only come from the
+    // streaming notification the Send caused.
+    let mut setup = watching_setup(&sim, "")?;
+    setup.integration_toml = setup
+        .integration_toml
+        .replace("poll_interval_secs = 5", "poll_interval_secs = 60");
+    assert!(setup.integration_toml.contains("poll_interval_secs = 60"));
+    let server = ServerProcess::start(setup)?;
     let b = Browser::start().await?;
     let mut scenario = ComposeScenario::new(server.setup.pane_url());
     scenario.subject = "Quarterly review".into();
     b.open(&sim, &scenario).await?;
     b.click_add().await?;
     b.wait_id("state-success").await?;
+    let sent = std::time::Instant::now();
     let uid = b.send_from_outlook().await?;
     assert!(uid.starts_with("040000008200E00074C5B7101A82E008"), "{uid}");
 
     let got = wait_for_replies(&sim, DEFAULT_ORGANIZER, &uid, 1, Duration::from_secs(30)).await?;
+    eprintln!(
+        "Send → acceptance in the organizer's Inbox: {} ms",
+        sent.elapsed().as_millis()
+    );
     assert_eq!(got[0].item_class, "IPM.Schedule.Meeting.Resp.Pos");
     let store = open_store(&server).await?;
     let meeting = store.meeting("default", &uid).await?.expect("stored");
