@@ -125,6 +125,24 @@ async fn kill_and_restart(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_management_at_random_moments_loses_and_repeats_nothing() -> Result<()> {
+    crash_run(None).await
+}
+
+/// The same on PostgreSQL: the database `VMR_TEST_POSTGRES_URL` names (the throwaway server
+/// `cargo xtask test` starts; no other test migrates into that database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by cargo xtask test"]
+async fn on_postgresql_killing_management_loses_and_repeats_nothing() -> Result<()> {
+    let url = std::env::var("VMR_TEST_POSTGRES_URL").unwrap_or_default();
+    assert!(
+        !url.trim().is_empty(),
+        "VMR_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server; run it through \
+         `cargo xtask test`, which starts one"
+    );
+    crash_run(Some(url)).await
+}
+
+async fn crash_run(storage_url: Option<String>) -> Result<()> {
     let seed = std::env::var("VMR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -143,7 +161,14 @@ async fn killing_management_at_random_moments_loses_and_repeats_nothing() -> Res
             MailboxKind::User,
         );
     }
-    let mut server = ServerProcess::start(watching_setup(&sim, "")?)?;
+    let mut setup = watching_setup(&sim, "")?;
+    let engine = if storage_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    setup.storage_url = storage_url;
+    let mut server = ServerProcess::start(setup)?;
     let started = Instant::now();
 
     // Aliases first (the pane's part), then every meeting is sent while the process is
@@ -320,7 +345,7 @@ async fn killing_management_at_random_moments_loses_and_repeats_nothing() -> Res
         .map(|s| replies(&sim, &s.organizer, &s.uid).map(|r| r.len()))
         .sum::<Result<usize, _>>()?;
     eprintln!(
-        "crash test: {MEETINGS} meetings, {kills} kills, {replies_total} replies (expected \
+        "crash test ({engine}): {MEETINGS} meetings, {kills} kills, {replies_total} replies (expected \
          {expected_total}), states {by_state:?}, {:.1} s",
         started.elapsed().as_secs_f64()
     );

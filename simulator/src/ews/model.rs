@@ -34,10 +34,14 @@ pub enum MailboxKind {
     Resource,
 }
 
-/// The distinguished folders the simulator keeps in every mailbox.
+/// The distinguished folders the simulator keeps in every mailbox, in the hierarchy real
+/// Exchange has: the mailbox root (`root`), under it the top of the information store
+/// (`msgfolderroot`, the IPM subtree), and under that the mail and calendar folders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FolderName {
+    Root,
+    MsgFolderRoot,
     Inbox,
     Calendar,
     DeletedItems,
@@ -45,8 +49,10 @@ pub enum FolderName {
 }
 
 impl FolderName {
-    /// Every folder, in display order.
-    pub const ALL: [FolderName; 4] = [
+    /// Every folder, parents before children, then in display order.
+    pub const ALL: [FolderName; 6] = [
+        FolderName::Root,
+        FolderName::MsgFolderRoot,
         FolderName::Inbox,
         FolderName::Calendar,
         FolderName::DeletedItems,
@@ -56,6 +62,8 @@ impl FolderName {
     /// The EWS `DistinguishedFolderIdNameType` value.
     pub fn distinguished_id(self) -> &'static str {
         match self {
+            FolderName::Root => "root",
+            FolderName::MsgFolderRoot => "msgfolderroot",
             FolderName::Inbox => "inbox",
             FolderName::Calendar => "calendar",
             FolderName::DeletedItems => "deleteditems",
@@ -70,9 +78,12 @@ impl FolderName {
             .find(|f| f.distinguished_id() == id)
     }
 
-    /// The folder's display name in an English mailbox.
+    /// The folder's display name in an English mailbox (the mailbox root has none, as in
+    /// MAPI, where its `PR_DISPLAY_NAME` is empty).
     pub fn display_name(self) -> &'static str {
         match self {
+            FolderName::Root => "",
+            FolderName::MsgFolderRoot => "Top of Information Store",
             FolderName::Inbox => "Inbox",
             FolderName::Calendar => "Calendar",
             FolderName::DeletedItems => "Deleted Items",
@@ -80,11 +91,36 @@ impl FolderName {
         }
     }
 
-    /// The folder's container class.
-    pub fn folder_class(self) -> &'static str {
+    /// The folder's container class (`PR_CONTAINER_CLASS`); the two roots have none.
+    pub fn folder_class(self) -> Option<&'static str> {
         match self {
-            FolderName::Calendar => "IPF.Appointment",
-            _ => "IPF.Note",
+            FolderName::Root | FolderName::MsgFolderRoot => None,
+            FolderName::Calendar => Some("IPF.Appointment"),
+            _ => Some("IPF.Note"),
+        }
+    }
+
+    /// The folder that contains this one; the mailbox root has none.
+    pub fn parent(self) -> Option<FolderName> {
+        match self {
+            FolderName::Root => None,
+            FolderName::MsgFolderRoot => Some(FolderName::Root),
+            _ => Some(FolderName::MsgFolderRoot),
+        }
+    }
+
+    /// The folders directly below this one.
+    pub fn children(self) -> impl Iterator<Item = FolderName> {
+        FolderName::ALL
+            .into_iter()
+            .filter(move |f| f.parent() == Some(self))
+    }
+
+    /// The element a folder of this kind is written as (`t:CalendarFolder` for calendars).
+    pub fn element(self) -> &'static str {
+        match self {
+            FolderName::Calendar => "t:CalendarFolder",
+            _ => "t:Folder",
         }
     }
 }
