@@ -35,6 +35,133 @@ async fn get_folder_counts_items_and_answers_in_schema_order() {
 }
 
 #[tokio::test]
+async fn the_folder_hierarchy_is_reachable_from_root_by_get_folder_and_find_folder() {
+    let server = server();
+    server.send_meeting(meeting("Hierarchy", T0)).expect("send");
+    let shape = r#"<m:FolderShape><t:BaseShape>IdOnly</t:BaseShape><t:AdditionalProperties>
+        <t:FieldURI FieldURI="folder:ParentFolderId"/><t:FieldURI FieldURI="folder:DisplayName"/>
+        <t:FieldURI FieldURI="folder:ChildFolderCount"/><t:FieldURI FieldURI="folder:EffectiveRights"/>
+        <t:FieldURI FieldURI="folder:DistinguishedFolderId"/><t:FieldURI FieldURI="folder:FolderClass"/>
+        <t:FieldURI FieldURI="folder:UnreadCount"/></t:AdditionalProperties></m:FolderShape>"#;
+    let get = envelope(
+        Some(ROOM),
+        &format!(
+            r#"<m:GetFolder>{shape}<m:FolderIds><t:DistinguishedFolderId Id="root"/>
+               <t:DistinguishedFolderId Id="msgfolderroot"/><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>"#
+        ),
+    );
+    let answer = post(&server, &get).await;
+    assert_eq!(answer.codes(), ["NoError"; 3], "{}", answer.body);
+    assert_valid_response(&answer);
+    assert_eq!(
+        answer.texts(NS_T, "DistinguishedFolderId"),
+        ["root", "msgfolderroot", "inbox"]
+    );
+    assert_eq!(
+        answer.texts(NS_T, "DisplayName"),
+        ["", "Top of Information Store", "Inbox"]
+    );
+    assert_eq!(answer.texts(NS_T, "ChildFolderCount"), ["1", "11", "0"]);
+    assert_eq!(
+        answer.texts(NS_T, "FolderClass"),
+        ["IPF.Note"],
+        "the roots have none"
+    );
+    assert_eq!(answer.texts(NS_T, "UnreadCount"), ["0", "0", "1"]);
+    assert_eq!(answer.texts(NS_T, "Read"), ["true"; 3]);
+    // root is its own parent; msgfolderroot's parent is root; the Inbox's is msgfolderroot.
+    let ids = answer.attrs(NS_T, "FolderId", "Id");
+    let parents = answer.attrs(NS_T, "ParentFolderId", "Id");
+    assert_eq!(parents, [ids[0].clone(), ids[0].clone(), ids[1].clone()]);
+
+    let find = |traversal: &str, parent: &str, view: &str| {
+        envelope(
+            Some(ROOM),
+            &format!(
+                r#"<m:FindFolder Traversal="{traversal}">{shape}{view}<m:ParentFolderIds>
+                   <t:DistinguishedFolderId Id="{parent}"/></m:ParentFolderIds></m:FindFolder>"#
+            ),
+        )
+    };
+    let answer = post(&server, &find("Shallow", "root", "")).await;
+    assert_eq!(answer.codes(), ["NoError"], "{}", answer.body);
+    assert_valid_response(&answer);
+    assert_eq!(
+        answer.texts(NS_T, "DisplayName"),
+        ["Top of Information Store"]
+    );
+    let answer = post(&server, &find("Deep", "root", "")).await;
+    assert_valid_response(&answer);
+    let names = answer.texts(NS_T, "DisplayName");
+    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(
+        names[..3],
+        ["Top of Information Store", "Inbox", "Calendar"]
+    );
+    assert_eq!(answer.attrs(NS_M, "RootFolder", "TotalItemsInView"), ["12"]);
+    assert_eq!(answer.texts(NS_T, "CalendarFolder").len(), 1);
+    assert_eq!(answer.texts(NS_T, "ContactsFolder").len(), 1);
+    assert_eq!(answer.texts(NS_T, "TasksFolder").len(), 1);
+    let paged =
+        r#"<m:IndexedPageFolderView MaxEntriesReturned="5" Offset="10" BasePoint="Beginning"/>"#;
+    let answer = post(&server, &find("Deep", "root", paged)).await;
+    assert_valid_response(&answer);
+    assert_eq!(answer.texts(NS_T, "DisplayName").len(), 2);
+    assert_eq!(
+        answer.attrs(NS_M, "RootFolder", "IndexedPagingOffset"),
+        ["12"]
+    );
+    assert_eq!(
+        answer.attrs(NS_M, "RootFolder", "IncludesLastItemInRange"),
+        ["true"]
+    );
+    let answer = post(&server, &find("Shallow", "inbox", "")).await;
+    assert_eq!(answer.attrs(NS_M, "RootFolder", "TotalItemsInView"), ["0"]);
+}
+
+#[tokio::test]
+async fn find_item_honours_sort_order() {
+    let server = server();
+    for (i, subject) in ["B first", "A second", "C third"].iter().enumerate() {
+        server
+            .send_meeting(meeting(subject, T0 + i as i64 * DAY))
+            .expect("send");
+    }
+    let find = |order: &str| {
+        envelope(
+            Some(ROOM),
+            &format!(
+                r#"<m:FindItem Traversal="Shallow"><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>
+                   <t:AdditionalProperties><t:FieldURI FieldURI="item:Subject"/></t:AdditionalProperties></m:ItemShape>
+                   {order}<m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds></m:FindItem>"#
+            ),
+        )
+    };
+    let answer = post(&server, &find("")).await;
+    assert_eq!(
+        answer.texts(NS_T, "Subject"),
+        ["C third", "A second", "B first"],
+        "newest first"
+    );
+    let ascending = r#"<m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="item:DateTimeReceived"/></t:FieldOrder></m:SortOrder>"#;
+    let answer = post(&server, &find(ascending)).await;
+    assert_valid_response(&answer);
+    assert_eq!(
+        answer.texts(NS_T, "Subject"),
+        ["B first", "A second", "C third"]
+    );
+    let by_subject = r#"<m:SortOrder><t:FieldOrder Order="Descending"><t:FieldURI FieldURI="item:Subject"/></t:FieldOrder></m:SortOrder>"#;
+    let answer = post(&server, &find(by_subject)).await;
+    assert_eq!(
+        answer.texts(NS_T, "Subject"),
+        ["C third", "B first", "A second"]
+    );
+    let unsupported = r#"<m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="item:Size"/></t:FieldOrder></m:SortOrder>"#;
+    let answer = post(&server, &find(unsupported)).await;
+    assert_eq!(answer.codes(), ["ErrorUnsupportedPathForSortGroup"]);
+}
+
+#[tokio::test]
 async fn a_default_namespace_and_other_prefixes_are_read_by_namespace() {
     let server = server();
     server.send_meeting(meeting("Prefixes", T0)).expect("send");

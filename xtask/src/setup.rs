@@ -9,7 +9,11 @@
 //!   is copied to `static/office-js/` (its licence forbids committing it);
 //! * `MicrosoftAjax.js` for local Office.js, copied next to it from the file
 //!   named by `VMR_MICROSOFT_AJAX_JS` when given (it is in no registry);
-//! * Debian packages: chromium, chromium-driver, libxml2-utils, postgresql.
+//! * Debian packages: chromium, chromium-driver, libxml2-utils, postgresql,
+//!   python3-venv;
+//! * a Python venv at `.tools/exchangelib` with exchangelib, the third-party
+//!   EWS client `simulator/tests/ews_third_party.rs` drives the simulated
+//!   Exchange with.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +30,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("postgresql", "/usr/lib/postgresql"),
     // Load generator for `cargo xtask bench`.
     ("wrk", "/usr/bin/wrk"),
+    // `python3 -m venv` for the exchangelib venv.
+    ("python3-venv", "/usr/share/doc/python3-venv"),
 ];
+
+/// The exchangelib release `simulator/tests/ews_third_party.rs` is checked with.
+const EXCHANGELIB_VERSION: &str = "5.6.0";
 
 /// The `.tools/` folder.
 pub fn tools_dir() -> PathBuf {
@@ -53,7 +62,60 @@ pub fn run() -> Result<()> {
     npm_tools()?;
     office_js()?;
     microsoft_ajax()?;
+    exchangelib()?;
     Ok(())
+}
+
+/// The venv holding exchangelib (`.tools/exchangelib`).
+pub fn exchangelib_venv() -> PathBuf {
+    tools_dir().join("exchangelib")
+}
+
+/// Creates `.tools/exchangelib` with `python3 -m venv` and installs exchangelib at
+/// [`EXCHANGELIB_VERSION`] from PyPI, unless the venv already imports that version.
+fn exchangelib() -> Result<()> {
+    let venv = exchangelib_venv();
+    let python = venv.join("bin/python");
+    let probe = format!(
+        "import sys, exchangelib; sys.exit(exchangelib.__version__ != '{EXCHANGELIB_VERSION}')"
+    );
+    let installed = std::process::Command::new(&python)
+        .args(["-c", &probe])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if installed {
+        return Ok(());
+    }
+    // Debian's interpreter is the one python3-venv serves; another python3 on PATH will do.
+    let system_python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    eprintln!(
+        "xtask setup: creating {} with exchangelib {EXCHANGELIB_VERSION}",
+        venv.display()
+    );
+    let venv_text = venv.to_string_lossy().into_owned();
+    cmd(system_python, &["-m", "venv", "--clear", &venv_text], None).with_context(|| {
+        format!(
+            "cannot create the Python venv {venv_text} with `{system_python} -m venv`: \
+             install Python 3 with its venv module (Debian: apt-get install python3 python3-venv)"
+        )
+    })?;
+    let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+    let requirement = format!("exchangelib=={EXCHANGELIB_VERSION}");
+    cmd(
+        &pip,
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &requirement,
+        ],
+        None,
+    )
+    .with_context(|| format!("cannot install {requirement} into {venv_text} from PyPI"))
 }
 
 /// Environment variable naming a downloaded `MicrosoftAjax.js` for local

@@ -36,7 +36,10 @@ pub enum MailboxKind {
 
 /// The distinguished folders the simulator keeps in every mailbox, in the hierarchy real
 /// Exchange has: the mailbox root (`root`), under it the top of the information store
-/// (`msgfolderroot`, the IPM subtree), and under that the mail and calendar folders.
+/// (`msgfolderroot`, the IPM subtree), and under that the default folders every mailbox has
+/// (mail, calendar, contacts, tasks, notes, journal). Meeting flows only use the Inbox,
+/// Calendar, Deleted Items and Sent Items; the others exist so that clients which look up every
+/// default folder find them, as on a real server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FolderName {
@@ -46,17 +49,31 @@ pub enum FolderName {
     Calendar,
     DeletedItems,
     SentItems,
+    Drafts,
+    Outbox,
+    JunkEmail,
+    Contacts,
+    Tasks,
+    Notes,
+    Journal,
 }
 
 impl FolderName {
     /// Every folder, parents before children, then in display order.
-    pub const ALL: [FolderName; 6] = [
+    pub const ALL: [FolderName; 13] = [
         FolderName::Root,
         FolderName::MsgFolderRoot,
         FolderName::Inbox,
         FolderName::Calendar,
         FolderName::DeletedItems,
         FolderName::SentItems,
+        FolderName::Drafts,
+        FolderName::Outbox,
+        FolderName::JunkEmail,
+        FolderName::Contacts,
+        FolderName::Tasks,
+        FolderName::Notes,
+        FolderName::Journal,
     ];
 
     /// The EWS `DistinguishedFolderIdNameType` value.
@@ -68,6 +85,13 @@ impl FolderName {
             FolderName::Calendar => "calendar",
             FolderName::DeletedItems => "deleteditems",
             FolderName::SentItems => "sentitems",
+            FolderName::Drafts => "drafts",
+            FolderName::Outbox => "outbox",
+            FolderName::JunkEmail => "junkemail",
+            FolderName::Contacts => "contacts",
+            FolderName::Tasks => "tasks",
+            FolderName::Notes => "notes",
+            FolderName::Journal => "journal",
         }
     }
 
@@ -88,6 +112,13 @@ impl FolderName {
             FolderName::Calendar => "Calendar",
             FolderName::DeletedItems => "Deleted Items",
             FolderName::SentItems => "Sent Items",
+            FolderName::Drafts => "Drafts",
+            FolderName::Outbox => "Outbox",
+            FolderName::JunkEmail => "Junk Email",
+            FolderName::Contacts => "Contacts",
+            FolderName::Tasks => "Tasks",
+            FolderName::Notes => "Notes",
+            FolderName::Journal => "Journal",
         }
     }
 
@@ -96,6 +127,10 @@ impl FolderName {
         match self {
             FolderName::Root | FolderName::MsgFolderRoot => None,
             FolderName::Calendar => Some("IPF.Appointment"),
+            FolderName::Contacts => Some("IPF.Contact"),
+            FolderName::Tasks => Some("IPF.Task"),
+            FolderName::Notes => Some("IPF.StickyNote"),
+            FolderName::Journal => Some("IPF.Journal"),
             _ => Some("IPF.Note"),
         }
     }
@@ -116,10 +151,13 @@ impl FolderName {
             .filter(move |f| f.parent() == Some(self))
     }
 
-    /// The element a folder of this kind is written as (`t:CalendarFolder` for calendars).
+    /// The element a folder of this kind is written as (`t:CalendarFolder`,
+    /// `t:ContactsFolder`, `t:TasksFolder`, else `t:Folder`).
     pub fn element(self) -> &'static str {
         match self {
             FolderName::Calendar => "t:CalendarFolder",
+            FolderName::Contacts => "t:ContactsFolder",
+            FolderName::Tasks => "t:TasksFolder",
             _ => "t:Folder",
         }
     }

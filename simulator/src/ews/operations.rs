@@ -1,4 +1,4 @@
-//! One handler per EWS operation of the simulated Exchange: GetFolder, SyncFolderItems,
+//! One handler per EWS operation of the simulated Exchange: GetFolder, FindFolder, SyncFolderItems,
 //! GetItem, FindItem, CreateItem (meeting responses, RemoveItem, new meetings and messages),
 //! UpdateItem, DeleteItem, Subscribe, GetEvents, Unsubscribe, and the set-up of
 //! GetStreamingEvents (the streaming itself is in [`super::http`]). Each returns the response
@@ -70,6 +70,7 @@ pub enum Outcome {
 /// The operations this server implements.
 pub const OPERATIONS: &[&str] = &[
     "GetFolder",
+    "FindFolder",
     "SyncFolderItems",
     "GetItem",
     "FindItem",
@@ -88,6 +89,7 @@ pub fn execute(server: &ExchangeServer, ctx: &RequestContext, op: Node) -> Outco
     let mut w = Response::new(name);
     match name {
         "GetFolder" => get_folder(server, ctx, op, &mut w),
+        "FindFolder" => find_folder(server, ctx, op, &mut w),
         "SyncFolderItems" => sync_folder_items(server, ctx, op, &mut w),
         "GetItem" => get_item(server, ctx, op, &mut w),
         "FindItem" => find_item(server, ctx, op, &mut w),
@@ -406,58 +408,212 @@ fn resolve_item_id(store: &Store, ctx: &RequestContext, node: Node) -> Result<It
     }
 }
 
-fn get_folder(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Response) {
-    let store = server.store();
-    let shape = child(op, NS_M, "FolderShape");
-    let base = shape
-        .and_then(|s| child_text(s, NS_T, "BaseShape"))
-        .unwrap_or("IdOnly")
-        .trim();
-    let mut extra: Vec<String> = Vec::new();
-    if let Some(additional) = shape.and_then(|s| child(s, NS_T, "AdditionalProperties")) {
-        for path in children(additional, NS_T, "FieldURI") {
-            if let Some(uri) = path.attribute("FieldURI") {
-                extra.push(uri.rsplit(':').next().unwrap_or(uri).to_owned());
-            }
+/// A requested folder shape (`BaseShape` and the `folder:` fields of `AdditionalProperties`).
+struct FolderShape {
+    base: String,
+    fields: Vec<String>,
+}
+
+impl FolderShape {
+    fn parse(shape: Option<Node>) -> FolderShape {
+        let base = shape
+            .and_then(|s| child_text(s, NS_T, "BaseShape"))
+            .unwrap_or("IdOnly")
+            .trim()
+            .to_owned();
+        let fields = shape
+            .and_then(|s| child(s, NS_T, "AdditionalProperties"))
+            .map(|additional| {
+                children(additional, NS_T, "FieldURI")
+                    .filter_map(|path| path.attribute("FieldURI"))
+                    .map(|uri| uri.rsplit(':').next().unwrap_or(uri).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        FolderShape { base, fields }
+    }
+
+    /// `Default` is FolderId, DisplayName, TotalCount, ChildFolderCount and UnreadCount;
+    /// `AllProperties` adds the rest this server keeps.
+    fn wants(&self, name: &str) -> bool {
+        if self.fields.iter().any(|f| f == name) {
+            return true;
+        }
+        match self.base.as_str() {
+            "AllProperties" => true,
+            "Default" => matches!(
+                name,
+                "DisplayName" | "TotalCount" | "ChildFolderCount" | "UnreadCount"
+            ),
+            _ => false,
         }
     }
-    let wants = |name: &str| base != "IdOnly" || extra.iter().any(|e| e == name);
+}
+
+/// Writes one folder (`t:Folder` or `t:CalendarFolder`) with the properties `shape` asks for,
+/// in the element order of `BaseFolderType` then `FolderType`. The caller reached the mailbox as
+/// its owner (impersonation) or with full access, so every effective right is granted.
+fn write_folder(
+    w: &mut XmlWriter,
+    store: &Store,
+    mailbox: &str,
+    folder: FolderName,
+    shape: &FolderShape,
+) {
+    let items = store.folder_items(mailbox, folder);
+    let element = folder.element();
+    w.start(element, &[]);
+    let id = store.folder_id(mailbox, folder);
+    w.empty(
+        "t:FolderId",
+        &[("Id", &id), ("ChangeKey", FOLDER_CHANGE_KEY)],
+    );
+    if shape.wants("ParentFolderId") {
+        // The mailbox root is its own parent, as in MAPI.
+        let parent = store.folder_id(mailbox, folder.parent().unwrap_or(folder));
+        w.empty(
+            "t:ParentFolderId",
+            &[("Id", &parent), ("ChangeKey", "AQAAAA==")],
+        );
+    }
+    if shape.wants("FolderClass") {
+        if let Some(class) = folder.folder_class() {
+            w.text("t:FolderClass", class);
+        }
+    }
+    if shape.wants("DisplayName") {
+        w.text("t:DisplayName", folder.display_name());
+    }
+    if shape.wants("TotalCount") {
+        w.text("t:TotalCount", &items.len().to_string());
+    }
+    if shape.wants("ChildFolderCount") {
+        w.text("t:ChildFolderCount", &folder.children().count().to_string());
+    }
+    if shape.wants("EffectiveRights") {
+        w.start("t:EffectiveRights", &[]);
+        for right in [
+            "t:CreateAssociated",
+            "t:CreateContents",
+            "t:CreateHierarchy",
+            "t:Delete",
+            "t:Modify",
+            "t:Read",
+            "t:ViewPrivateItems",
+        ] {
+            w.text(right, "true");
+        }
+        w.end("t:EffectiveRights");
+    }
+    if shape.wants("DistinguishedFolderId") {
+        w.text("t:DistinguishedFolderId", folder.distinguished_id());
+    }
+    // UnreadCount belongs to FolderType (and TasksFolderType, which extends it).
+    if matches!(element, "t:Folder" | "t:TasksFolder") && shape.wants("UnreadCount") {
+        let unread = items.iter().filter(|i| !i.is_read).count();
+        w.text("t:UnreadCount", &unread.to_string());
+    }
+    w.end(element);
+}
+
+/// The change key every folder carries (folders here never change).
+const FOLDER_CHANGE_KEY: &str = "AQAAABYAAAA=";
+
+fn get_folder(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Response) {
+    let store = server.store();
+    let shape = FolderShape::parse(child(op, NS_M, "FolderShape"));
     for node in folder_nodes(child(op, NS_M, "FolderIds")) {
         match resolve_folder(&store, ctx, node) {
             Ok((mailbox, folder)) => {
-                let items = store.folder_items(&mailbox, folder);
-                let unread = items.iter().filter(|i| !i.is_read).count();
                 r.success();
                 r.w.start("m:Folders", &[]);
-                let element = if folder == FolderName::Calendar {
-                    "t:CalendarFolder"
-                } else {
-                    "t:Folder"
-                };
-                r.w.start(element, &[]);
-                let id = store.folder_id(&mailbox, folder);
-                r.w.empty("t:FolderId", &[("Id", &id), ("ChangeKey", "AQAAABYAAAA=")]);
-                if wants("FolderClass") {
-                    r.w.text("t:FolderClass", folder.folder_class());
-                }
-                if wants("DisplayName") {
-                    r.w.text("t:DisplayName", folder.display_name());
-                }
-                if wants("TotalCount") {
-                    r.w.text("t:TotalCount", &items.len().to_string());
-                }
-                if wants("ChildFolderCount") {
-                    r.w.text("t:ChildFolderCount", "0");
-                }
-                if folder != FolderName::Calendar && wants("UnreadCount") {
-                    r.w.text("t:UnreadCount", &unread.to_string());
-                }
-                r.w.end(element);
+                write_folder(&mut r.w, &store, &mailbox, folder, &shape);
                 r.w.end("m:Folders");
                 r.close();
             }
             Err(e) => r.error_message(&e, false),
         }
+    }
+}
+
+/// The folders below `folder`: its children (`Shallow`) or all descendants, depth first
+/// (`Deep`).
+fn folders_below(folder: FolderName, deep: bool) -> Vec<FolderName> {
+    let mut found = Vec::new();
+    for child_folder in folder.children() {
+        found.push(child_folder);
+        if deep {
+            found.extend(folders_below(child_folder, true));
+        }
+    }
+    found
+}
+
+fn find_folder(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Response) {
+    let store = server.store();
+    let shape = FolderShape::parse(child(op, NS_M, "FolderShape"));
+    let traversal = op.attribute("Traversal").unwrap_or("Shallow");
+    if child(op, NS_M, "Restriction").is_some() {
+        r.error_message(
+            &EwsError::new(
+                "ErrorUnsupportedQueryFilter",
+                "The query filter is not supported for FindFolder by this server.",
+            ),
+            false,
+        );
+        return;
+    }
+    let view = child(op, NS_M, "IndexedPageFolderView");
+    let offset = view
+        .and_then(|v| v.attribute("Offset"))
+        .and_then(|o| o.parse::<usize>().ok())
+        .unwrap_or(0);
+    let max = view
+        .and_then(|v| v.attribute("MaxEntriesReturned"))
+        .and_then(|o| o.parse::<usize>().ok());
+    let from_end = view.and_then(|v| v.attribute("BasePoint")) == Some("End");
+    for node in folder_nodes(child(op, NS_M, "ParentFolderIds")) {
+        let (mailbox, folder) = match resolve_folder(&store, ctx, node) {
+            Ok(found) => found,
+            Err(e) => {
+                r.error_message(&e, false);
+                continue;
+            }
+        };
+        // No folder here is ever soft-deleted.
+        let mut found = match traversal {
+            "SoftDeleted" => Vec::new(),
+            _ => folders_below(folder, traversal == "Deep"),
+        };
+        let total = found.len();
+        if from_end {
+            found.reverse();
+        }
+        let page: Vec<FolderName> = found
+            .into_iter()
+            .skip(offset)
+            .take(max.unwrap_or(usize::MAX))
+            .collect();
+        let next = offset + page.len();
+        r.success();
+        r.w.start(
+            "m:RootFolder",
+            &[
+                ("IndexedPagingOffset", &next.to_string()),
+                ("TotalItemsInView", &total.to_string()),
+                (
+                    "IncludesLastItemInRange",
+                    if next >= total { "true" } else { "false" },
+                ),
+            ],
+        );
+        r.w.start("t:Folders", &[]);
+        for found_folder in page {
+            write_folder(&mut r.w, &store, &mailbox, found_folder, &shape);
+        }
+        r.w.end("t:Folders");
+        r.w.end("m:RootFolder");
+        r.close();
     }
 }
 
@@ -750,6 +906,68 @@ fn matches_restriction(item: &Item, restriction: &Restriction) -> bool {
     }
 }
 
+/// One `t:FieldOrder` of a FindItem `SortOrder`: the property and whether it is descending.
+struct SortKey {
+    field: String,
+    descending: bool,
+}
+
+/// Reads `m:SortOrder` (the properties this server can sort on).
+fn parse_sort_order(op: Node) -> Result<Vec<SortKey>, EwsError> {
+    let Some(order) = child(op, NS_M, "SortOrder") else {
+        return Ok(Vec::new());
+    };
+    children(order, NS_T, "FieldOrder")
+        .map(|field_order| {
+            let uri = child(field_order, NS_T, "FieldURI")
+                .and_then(|f| f.attribute("FieldURI"))
+                .unwrap_or("");
+            match uri {
+                "item:DateTimeReceived"
+                | "item:DateTimeCreated"
+                | "item:LastModifiedTime"
+                | "item:Subject"
+                | "item:ItemClass"
+                | "calendar:Start"
+                | "calendar:End" => Ok(SortKey {
+                    field: uri.to_owned(),
+                    descending: field_order.attribute("Order") == Some("Descending"),
+                }),
+                other => Err(EwsError::new(
+                    "ErrorUnsupportedPathForSortGroup",
+                    format!("The property path {other} cannot be used for sorting by this server."),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Compares two items by one sort key (items without the property sort first).
+fn compare_by(a: &Item, b: &Item, key: &SortKey) -> std::cmp::Ordering {
+    let ordering = match key.field.as_str() {
+        "item:Subject" => a.subject.cmp(&b.subject),
+        "item:ItemClass" => a.item_class.cmp(&b.item_class),
+        "item:DateTimeCreated" => a.created.cmp(&b.created),
+        "item:LastModifiedTime" => a.last_modified.cmp(&b.last_modified),
+        "calendar:Start" => a
+            .meeting
+            .as_ref()
+            .map(|m| m.start)
+            .cmp(&b.meeting.as_ref().map(|m| m.start)),
+        "calendar:End" => a
+            .meeting
+            .as_ref()
+            .map(|m| m.end)
+            .cmp(&b.meeting.as_ref().map(|m| m.end)),
+        _ => a.received.cmp(&b.received),
+    };
+    if key.descending {
+        ordering.reverse()
+    } else {
+        ordering
+    }
+}
+
 fn find_item(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Response) {
     let store = server.store();
     let shape = child(op, NS_M, "ItemShape")
@@ -761,6 +979,13 @@ fn find_item(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Re
         .transpose()
     {
         Ok(r) => r,
+        Err(e) => {
+            r.error_message(&e, false);
+            return;
+        }
+    };
+    let sort_order = match parse_sort_order(op) {
+        Ok(keys) => keys,
         Err(e) => {
             r.error_message(&e, false);
             return;
@@ -851,7 +1076,17 @@ fn find_item(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Re
                     .is_none_or(|res| matches_restriction(i, res))
             })
             .collect();
+        // Without a SortOrder, newest first; ties keep arrival order within the sort keys.
         selected.sort_by(|a, b| b.received.cmp(&a.received).then(b.number.cmp(&a.number)));
+        if !sort_order.is_empty() {
+            selected.sort_by(|a, b| {
+                sort_order
+                    .iter()
+                    .map(|key| compare_by(a, b, key))
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.number.cmp(&b.number))
+            });
+        }
         let total = selected.len();
         let (offset, max, from_end) = indexed
             .map(|v| {
