@@ -10,6 +10,7 @@
 pub mod alias_service;
 pub mod api_error;
 pub mod app;
+pub mod check;
 pub mod edge;
 pub mod http;
 pub mod integration;

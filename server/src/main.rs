@@ -1,4 +1,4 @@
-//! `vmr-scheduler` command line: `serve` (the default), `manifest`, `check-config`.
+//! `vmr-scheduler` command line: `serve` (the default), `manifest`, `check-config`, `check`.
 //!
 //! Configuration comes from `--config <file>` (TOML) plus `VMR__…` environment
 //! overrides; see `config.rs`. An invalid config prints the key and the
@@ -40,6 +40,14 @@ enum Command {
     },
     /// Load and validate the configuration, then exit.
     CheckConfig,
+    /// Check every Exchange resource mailbox: EWS reachable, credentials, impersonation, and
+    /// the calendar-processing settings its contents betray; prints the commands that fix
+    /// what is wrong. Exit status 0: all fine; 1: something must be fixed; 2: config error.
+    Check {
+        /// A sample organizer (SMTP address) to impersonate and compare copies with.
+        #[arg(long)]
+        organizer: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,7 +106,35 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check { organizer } => run_check(config, organizer),
         Command::Serve => run_server(config),
+    }
+}
+
+fn run_check(config: Config, organizer: Option<String>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = vmr_server::check::CheckOptions { organizer };
+    let report = runtime.block_on(vmr_server::check::run(
+        &config,
+        &options,
+        vmr_core::clock::system(),
+    ));
+    print!("{}", report.text);
+    if report.integrations == 0 {
+        ExitCode::from(2)
+    } else if report.must_fix {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

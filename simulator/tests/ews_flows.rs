@@ -1,6 +1,8 @@
 //! Meeting flows of the simulated Exchange and what appears where (reference §5):
 //! AutomateProcessing None vs AutoUpdate, updates (FullUpdate vs InformationalUpdate, sequence
-//! numbers), moved and cancelled occurrences, whole cancellations, and the JSON control API.
+//! numbers), moved and cancelled occurrences, whole cancellations, the calendar-processing
+//! switches (`DeleteComments`, `DeleteSubject`, `AddOrganizerToSubject`), and the JSON control
+//! API.
 
 mod ews_support;
 
@@ -108,6 +110,42 @@ async fn automate_processing_none_keeps_the_calendar_empty_auto_update_adds_a_te
         server.update_meeting(&uid, MeetingUpdate::default()),
         Err(vmr_simulator::ews::FlowError::Cancelled(uid.clone()))
     );
+}
+
+#[tokio::test]
+async fn calendar_processing_switches_strip_what_the_attendant_files() {
+    let server = server();
+    let router = server.router();
+    for room in [ROOM, ROOM2] {
+        let request = Request::builder()
+            .method("PUT")
+            .uri(format!("/sim/exchange/mailboxes/{room}/calendar-processing"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                serde_json::json!({"delete_comments": true, "delete_subject": true, "add_organizer_to_subject": true})
+                    .to_string(),
+            ))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("response");
+        assert_eq!(response.status(), 204);
+    }
+    let uid = server.send_meeting(weekly("Series")).expect("send");
+    // room2 (AutoUpdate): the attendant files the organizer's name and no body, in the
+    // calendar copy and in the request.
+    let room2 = server.calendar_items(ROOM2).expect("room2");
+    assert_eq!(room2[0].uid, uid);
+    assert_eq!(room2[0].subject, "Alice Organizer");
+    let inbox = server
+        .mailbox_messages(ROOM2, FolderName::Inbox)
+        .expect("inbox");
+    assert_eq!(inbox[0].subject, "Alice Organizer");
+    assert!(inbox[0].body.content.is_empty(), "{:?}", inbox[0].body);
+    // room (None): no attendant, nothing stripped.
+    let inbox = server
+        .mailbox_messages(ROOM, FolderName::Inbox)
+        .expect("inbox");
+    assert_eq!(inbox[0].subject, "Series");
+    assert!(!inbox[0].body.content.is_empty());
 }
 
 #[tokio::test]

@@ -75,10 +75,16 @@ pub struct Sim {
 impl Sim {
     /// Starts the simulator on a free loopback port.
     pub async fn start() -> Result<Sim> {
+        Self::start_with(mailbox::exchange_options()).await
+    }
+
+    /// Starts the simulator with its Exchange set up by `options` (e.g. a service account that
+    /// may not impersonate the resource).
+    pub async fn start_with(options: vmr_simulator::ews::ExchangeOptions) -> Result<Sim> {
         let running = vmr_simulator::start_with(
             "127.0.0.1:0".parse()?,
             vmr_simulator::DEFAULT_TENANT,
-            mailbox::exchange_options(),
+            options,
         )
         .await?;
         let dir = tempfile::tempdir()?;

@@ -27,6 +27,28 @@ pub fn ews_mailbox(
     mailbox: &str,
     clock: SharedClock,
 ) -> Result<Arc<dyn Mailbox>> {
+    let client = ews_client(key, exchange, mailbox, clock)?;
+    let listener = ListenerOptions {
+        streaming: exchange.streaming,
+        connection_minutes: exchange.streaming_timeout_minutes,
+        pull_interval: exchange.poll_interval().min(Duration::from_secs(30)),
+        ..ListenerOptions::default()
+    };
+    let folders = Folder::ALL.to_vec();
+    Ok(Arc::new(
+        EwsMailbox::with_listener_options(client, folders, listener)
+            .with_sync_batch(exchange.sync_batch_size),
+    ))
+}
+
+/// The EWS transport `key`'s table describes, acting on `mailbox` (impersonating it, or
+/// opening it as a delegate, as `access` says).
+pub fn ews_client(
+    key: &str,
+    exchange: &ExchangeConfig,
+    mailbox: &str,
+    clock: SharedClock,
+) -> Result<EwsClient> {
     let http = https_client(exchange).with_context(|| format!("{key}: HTTPS client"))?;
     let auth = authenticator(key, exchange, clock.clone())?;
     let context = match exchange.access {
@@ -45,18 +67,7 @@ pub fn ews_mailbox(
     options.anchor_mailbox = Some(mailbox.to_owned());
     options.max_concurrency = usize::try_from(exchange.max_concurrency).unwrap_or(1);
     options.request_timeout = exchange.request_timeout();
-    let client = EwsClient::new(http, auth, options, clock);
-    let listener = ListenerOptions {
-        streaming: exchange.streaming,
-        connection_minutes: exchange.streaming_timeout_minutes,
-        pull_interval: exchange.poll_interval().min(Duration::from_secs(30)),
-        ..ListenerOptions::default()
-    };
-    let folders = Folder::ALL.to_vec();
-    Ok(Arc::new(
-        EwsMailbox::with_listener_options(client, folders, listener)
-            .with_sync_batch(exchange.sync_batch_size),
-    ))
+    Ok(EwsClient::new(http, auth, options, clock))
 }
 
 fn https_client(exchange: &ExchangeConfig) -> Result<reqwest::Client> {

@@ -1,6 +1,6 @@
 //! The JSON control API of the simulated Exchange, for the demo and for processes that cannot
 //! call [`ExchangeServer`] in-process: meeting flows, inspection, scenario switches (mailboxes,
-//! AutomateProcessing, mailbox version, fault injection) and the request log, all under
+//! AutomateProcessing and the other calendar-processing switches, mailbox version, fault injection) and the request log, all under
 //! `/sim/exchange/…`. Errors are `{"error": "…"}` with 400 (bad input) or 404 (unknown
 //! mailbox or meeting).
 
@@ -15,8 +15,8 @@ use serde::Deserialize;
 use vmr_core::meeting::UnixMs;
 
 use super::{
-    AutomateProcessing, ExchangeServer, FaultRule, FlowError, FolderName, MailboxKind,
-    MailboxVersion, MeetingUpdate, SendMeeting,
+    AutomateProcessing, CalendarProcessing, ExchangeServer, FaultRule, FlowError, FolderName,
+    MailboxKind, MailboxVersion, MeetingUpdate, SendMeeting,
 };
 
 /// The routes.
@@ -45,6 +45,10 @@ pub fn router(server: Arc<ExchangeServer>) -> Router {
         .route(
             "/sim/exchange/mailboxes/{email}/automate-processing",
             put(set_automate),
+        )
+        .route(
+            "/sim/exchange/mailboxes/{email}/calendar-processing",
+            put(set_calendar_processing),
         )
         .route("/sim/exchange/version", put(set_version))
         .route("/sim/exchange/faults", post(inject).delete(clear_faults))
@@ -193,6 +197,19 @@ async fn set_automate(
     Json(body): Json<SetAutomate>,
 ) -> Response {
     match server.set_automate_processing(&email, body.automate) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => flow_error(e),
+    }
+}
+
+/// `PUT …/calendar-processing` with `{"delete_comments": true, "delete_subject": false,
+/// "add_organizer_to_subject": false}` (missing switches are off).
+async fn set_calendar_processing(
+    State(server): State<Arc<ExchangeServer>>,
+    Path(email): Path<String>,
+    Json(body): Json<CalendarProcessing>,
+) -> Response {
+    match server.set_calendar_processing(&email, body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => flow_error(e),
     }

@@ -777,7 +777,9 @@ fn cancel_whole(store: &mut Store, uid: &str, now: UnixMs) -> Result<(), FlowErr
 }
 
 /// Puts a meeting request built from the organizer's `fields` into each known recipient's
-/// Inbox, applying it to the Calendar first where the Calendar Attendant runs (AutoUpdate).
+/// Inbox, applying it to the Calendar first where the Calendar Attendant runs (AutoUpdate);
+/// there the attendant also applies the mailbox's [`super::CalendarProcessing`] switches to the
+/// subject and body of both copies.
 fn deliver_request(
     store: &mut Store,
     recipients: &[String],
@@ -788,22 +790,35 @@ fn deliver_request(
     now: UnixMs,
 ) {
     for recipient in recipients {
-        let Some(automate) = store.mailboxes.get(recipient).map(|m| m.automate) else {
+        let Some((automate, processing)) = store
+            .mailboxes
+            .get(recipient)
+            .map(|m| (m.automate, m.processing))
+        else {
             continue;
         };
         let mut received = fields.clone();
         received.is_organizer = false;
         received.my_response = MyResponse::NoResponseReceived;
+        // The attendant strips subject and body (Set-CalendarProcessing) from what it files.
+        let (subject, body) = if automate == AutomateProcessing::AutoUpdate {
+            (
+                processing.filed_subject(subject, &fields.organizer),
+                processing.filed_body(body),
+            )
+        } else {
+            (subject.to_owned(), body.clone())
+        };
         let calendar_id = if automate == AutomateProcessing::AutoUpdate {
-            apply_to_calendar(store, recipient, &received, subject, body, None, now)
+            apply_to_calendar(store, recipient, &received, &subject, &body, None, now)
         } else {
             None
         };
         let mut request = meeting_message(
             ItemKind::MeetingRequest,
             "IPM.Schedule.Meeting.Request",
-            subject,
-            body,
+            &subject,
+            &body,
             received,
             calendar_id,
             now,

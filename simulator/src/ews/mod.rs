@@ -32,7 +32,7 @@ use vmr_core::meeting::{Body, ItemType, MyResponse, Person, UnixMs};
 use vmr_core::recurrence::Recurrence;
 
 use crate::schema_validation::{ews_messages_xsd, SchemaValidator};
-pub use model::{AutomateProcessing, FolderName, MailboxKind};
+pub use model::{AutomateProcessing, CalendarProcessing, FolderName, MailboxKind};
 
 /// Which Exchange the server claims to be (`ServerVersionInfo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +410,23 @@ impl ExchangeServer {
             .get_mut(&email)
             .ok_or(FlowError::UnknownMailbox(email.clone()))?;
         mailbox.automate = automate;
+        Ok(())
+    }
+
+    /// Sets a mailbox's `DeleteComments`, `DeleteSubject` and `AddOrganizerToSubject`
+    /// (applied by the Calendar Attendant, so only with `AutomateProcessing` AutoUpdate).
+    pub fn set_calendar_processing(
+        &self,
+        email: &str,
+        processing: CalendarProcessing,
+    ) -> Result<(), FlowError> {
+        let email = model::normalize_email(email);
+        let mut store = self.store();
+        let mailbox = store
+            .mailboxes
+            .get_mut(&email)
+            .ok_or(FlowError::UnknownMailbox(email.clone()))?;
+        mailbox.processing = processing;
         Ok(())
     }
 

@@ -27,6 +27,52 @@ pub enum AutomateProcessing {
     AutoUpdate,
 }
 
+/// The `Set-CalendarProcessing` switches that change what the Calendar Attendant files in a
+/// mailbox when it processes a meeting request (`AutomateProcessing` AutoUpdate or
+/// AutoAccept): the body dropped (`DeleteComments`), the subject dropped (`DeleteSubject`),
+/// the organizer's name put in front of it (`AddOrganizerToSubject`). All off by default, as
+/// vmr-scheduler needs them; Exchange's defaults for a room turn the three on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarProcessing {
+    #[serde(default)]
+    pub delete_comments: bool,
+    #[serde(default)]
+    pub delete_subject: bool,
+    #[serde(default)]
+    pub add_organizer_to_subject: bool,
+}
+
+impl CalendarProcessing {
+    /// The subject the attendant files for `subject` sent by `organizer`: the organizer's name
+    /// alone (both subject switches), empty (`DeleteSubject`), `<name> <subject>`
+    /// (`AddOrganizerToSubject`) or unchanged.
+    pub fn filed_subject(&self, subject: &str, organizer: &Person) -> String {
+        let name = if organizer.name.is_empty() {
+            organizer.email.as_str()
+        } else {
+            organizer.name.as_str()
+        };
+        match (self.delete_subject, self.add_organizer_to_subject) {
+            (true, true) => name.to_owned(),
+            (true, false) => String::new(),
+            (false, true) => format!("{name} {subject}"),
+            (false, false) => subject.to_owned(),
+        }
+    }
+
+    /// The body the attendant files: empty with `DeleteComments`, else unchanged.
+    pub fn filed_body(&self, body: &Body) -> Body {
+        if self.delete_comments {
+            Body {
+                html: body.html,
+                content: String::new(),
+            }
+        } else {
+            body.clone()
+        }
+    }
+}
+
 /// A user mailbox or a resource (room, equipment) mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MailboxKind {
@@ -341,6 +387,8 @@ pub struct MailboxState {
     pub name: String,
     pub kind: MailboxKind,
     pub automate: AutomateProcessing,
+    /// What the Calendar Attendant strips when it processes a request.
+    pub processing: CalendarProcessing,
     pub number: u32,
     pub folders: BTreeMap<FolderName, FolderState>,
 }
@@ -509,6 +557,7 @@ impl Store {
                 name: name.to_owned(),
                 kind,
                 automate,
+                processing: CalendarProcessing::default(),
                 number,
                 folders,
             },
