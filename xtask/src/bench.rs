@@ -20,7 +20,12 @@
 //!   how long that takes; the run fails if it uses them all up);
 //! * `unique` — N allocations through 4 edge processes into one management
 //!   process, then a duplicate count (`--unique N`, default 1,000,000; 0
-//!   leaves it out); any duplicate fails the bench.
+//!   leaves it out); any duplicate fails the bench;
+//! * `backlog` — mailbox processing after an outage: `--backlog N` meeting
+//!   requests (default 10,000, each with a valid tag) wait in the simulated
+//!   resource mailbox while the server is down; the server starts and answers
+//!   them all: meetings/s and EWS requests per meeting (goals of issue 8:
+//!   ≥ 300 meetings/s, ≤ 1.2 requests per meeting).
 //!
 //! Everything runs on loopback against release builds.
 
@@ -62,6 +67,9 @@ pub struct BenchArgs {
     /// needs more (one per request).
     #[arg(long, default_value = "60_000", value_parser = parse_count)]
     pub fresh_tokens: u64,
+    /// Meeting requests waiting in the resource mailbox in the backlog run.
+    #[arg(long, default_value = "10_000", value_parser = parse_count)]
+    pub backlog: u64,
     /// Run only these sections (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Section>,
@@ -80,6 +88,8 @@ pub enum Section {
     Alloc,
     /// Uniqueness through edges into management.
     Unique,
+    /// Mailbox backlog after an outage.
+    Backlog,
 }
 
 impl BenchArgs {
@@ -144,8 +154,90 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if args.runs(Section::Unique) {
             uniqueness(&sim, &setup, args.unique).await?;
         }
+        if args.runs(Section::Backlog) && args.backlog > 0 {
+            backlog(args.backlog).await?;
+        }
         Ok(())
     })
+}
+
+/// Organizers the backlog's meetings come from (their replies are counted per Inbox).
+const BACKLOG_ORGANIZERS: usize = 10;
+
+/// The backlog run: allocate, stop the server, queue `count` requests, start it, time the
+/// answers.
+async fn backlog(count: u64) -> Result<()> {
+    use vmr_e2e::mailbox::{allocate, meeting, now_ms, watching_setup, RESOURCE};
+    use vmr_simulator::ews::{FolderName, MailboxKind};
+    let sim = Sim::start().await?;
+    let ews = sim.running.simulator.ews.clone();
+    let organizers: Vec<String> = (0..BACKLOG_ORGANIZERS)
+        .map(|i| format!("backlog{i}@example.com"))
+        .collect();
+    for o in &organizers {
+        ews.add_mailbox(o, o, MailboxKind::User);
+    }
+    let mut setup = watching_setup(&sim, "")?;
+    setup.release = true;
+    let mut server = ServerProcess::start(setup)?;
+    let started = Instant::now();
+    let mut instructions = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        let organizer = &organizers[i % BACKLOG_ORGANIZERS];
+        instructions.push(
+            allocate(&sim, &server, organizer, "Backlog")
+                .await?
+                .instructions_html,
+        );
+    }
+    println!(
+        "backlog: {count} aliases allocated in {:.1} s; the server stops (the outage)",
+        started.elapsed().as_secs_f64()
+    );
+    server.stop();
+    let start = (now_ms() / 86_400_000 + 2) * 86_400_000;
+    for (i, body) in instructions.iter().enumerate() {
+        let organizer = &organizers[i % BACKLOG_ORGANIZERS];
+        let at = start + (i as i64 % 96) * 900_000;
+        let mut m = meeting(organizer, &format!("Backlog {i}"), body, at, at + 1_800_000);
+        m.required.clear();
+        ews.send_meeting(m)?;
+    }
+    let requests_before = ews.requests().len();
+    let inbox_of = |o: &String| -> Result<usize> {
+        Ok(ews
+            .mailbox_messages(o, FolderName::Inbox)?
+            .iter()
+            .filter(|m| m.item_class.starts_with("IPM.Schedule.Meeting.Resp"))
+            .count())
+    };
+    let waiting = ews.mailbox_messages(RESOURCE, FolderName::Inbox)?.len();
+    println!("backlog: {waiting} meeting requests wait in {RESOURCE}; the server starts");
+    let started = Instant::now();
+    server.restart()?;
+    let timeout = Duration::from_secs(60 + count / 20);
+    loop {
+        let mut answered = 0;
+        for o in &organizers {
+            answered += inbox_of(o)?;
+        }
+        if answered as u64 >= count {
+            break;
+        }
+        if started.elapsed() > timeout {
+            bail!("backlog: only {answered} of {count} answered after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let requests = ews.requests().len() - requests_before;
+    println!(
+        "backlog: {count} meetings answered in {seconds:.1} s (from process start): \
+         {:.0} meetings/s, {:.2} EWS requests per meeting ({requests} requests)",
+        count as f64 / seconds,
+        requests as f64 / count as f64
+    );
+    Ok(())
 }
 
 fn transfer_size() -> Result<()> {
