@@ -397,11 +397,11 @@ impl ExchangeServer {
         self.store().add_mailbox(email, name, kind, automate);
     }
 
-    /// Sets a mailbox's `AutomateProcessing`.
-    pub fn set_automate_processing(
+    /// Applies `change` to the settings of mailbox `email`.
+    fn change_mailbox(
         &self,
         email: &str,
-        automate: AutomateProcessing,
+        change: impl FnOnce(&mut model::MailboxState),
     ) -> Result<(), FlowError> {
         let email = model::normalize_email(email);
         let mut store = self.store();
@@ -409,8 +409,17 @@ impl ExchangeServer {
             .mailboxes
             .get_mut(&email)
             .ok_or(FlowError::UnknownMailbox(email.clone()))?;
-        mailbox.automate = automate;
+        change(mailbox);
         Ok(())
+    }
+
+    /// Sets a mailbox's `AutomateProcessing`.
+    pub fn set_automate_processing(
+        &self,
+        email: &str,
+        automate: AutomateProcessing,
+    ) -> Result<(), FlowError> {
+        self.change_mailbox(email, |mailbox| mailbox.automate = automate)
     }
 
     /// Sets a mailbox's `DeleteComments`, `DeleteSubject` and `AddOrganizerToSubject`
@@ -420,14 +429,7 @@ impl ExchangeServer {
         email: &str,
         processing: CalendarProcessing,
     ) -> Result<(), FlowError> {
-        let email = model::normalize_email(email);
-        let mut store = self.store();
-        let mailbox = store
-            .mailboxes
-            .get_mut(&email)
-            .ok_or(FlowError::UnknownMailbox(email.clone()))?;
-        mailbox.processing = processing;
-        Ok(())
+        self.change_mailbox(email, |mailbox| mailbox.processing = processing)
     }
 
     /// Whether `email` is a resource mailbox of this organisation.

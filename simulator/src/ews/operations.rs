@@ -519,6 +519,22 @@ fn write_folder(
 /// The change key every folder carries (folders here never change).
 const FOLDER_CHANGE_KEY: &str = "AQAAABYAAAA=";
 
+/// Opens the `m:RootFolder` of a paged FindItem/FindFolder answer: `next` is the offset after
+/// this page, `total` the size of the whole view.
+fn start_root_folder(r: &mut Response, next: usize, total: usize) {
+    r.w.start(
+        "m:RootFolder",
+        &[
+            ("IndexedPagingOffset", &next.to_string()),
+            ("TotalItemsInView", &total.to_string()),
+            (
+                "IncludesLastItemInRange",
+                if next >= total { "true" } else { "false" },
+            ),
+        ],
+    );
+}
+
 fn get_folder(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Response) {
     let store = server.store();
     let shape = FolderShape::parse(child(op, NS_M, "FolderShape"));
@@ -594,19 +610,8 @@ fn find_folder(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut 
             .skip(offset)
             .take(max.unwrap_or(usize::MAX))
             .collect();
-        let next = offset + page.len();
         r.success();
-        r.w.start(
-            "m:RootFolder",
-            &[
-                ("IndexedPagingOffset", &next.to_string()),
-                ("TotalItemsInView", &total.to_string()),
-                (
-                    "IncludesLastItemInRange",
-                    if next >= total { "true" } else { "false" },
-                ),
-            ],
-        );
+        start_root_folder(r, offset + page.len(), total);
         r.w.start("t:Folders", &[]);
         for found_folder in page {
             write_folder(&mut r.w, &store, &mailbox, found_folder, &shape);
@@ -1108,19 +1113,8 @@ fn find_item(server: &ExchangeServer, ctx: &RequestContext, op: Node, r: &mut Re
             .skip(offset)
             .take(max.unwrap_or(usize::MAX))
             .collect();
-        let next = offset + page.len();
         r.success();
-        r.w.start(
-            "m:RootFolder",
-            &[
-                ("IndexedPagingOffset", &next.to_string()),
-                ("TotalItemsInView", &total.to_string()),
-                (
-                    "IncludesLastItemInRange",
-                    if next >= total { "true" } else { "false" },
-                ),
-            ],
-        );
+        start_root_folder(r, offset + page.len(), total);
         r.w.start("t:Items", &[]);
         for item in page {
             write_item(&mut r.w, &store, item, &shape, true);
