@@ -79,6 +79,16 @@ pub enum Response {
     Remove,
 }
 
+/// One reply of [`Mailbox::respond_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The meeting message or calendar item answered.
+    pub item: ItemRef,
+    pub response: Response,
+    /// The reply's text (ignored for [`Response::Remove`]).
+    pub body_html: String,
+}
+
 /// Why waiting for changes ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
@@ -128,6 +138,23 @@ pub trait Mailbox: Send + Sync {
         response: Response,
         body_html: &str,
     ) -> Result<(), MailboxError>;
+
+    /// Sends several replies, batched as the backend allows; one result per reply, in order.
+    /// The outer error is a failure of the whole exchange (throttled, unreachable): nothing
+    /// is known to have been sent.
+    async fn respond_all(
+        &self,
+        replies: &[Reply],
+    ) -> Result<Vec<Result<(), MailboxError>>, MailboxError> {
+        let mut results = Vec::with_capacity(replies.len());
+        for reply in replies {
+            results.push(
+                self.respond(&reply.item, reply.response, &reply.body_html)
+                    .await,
+            );
+        }
+        Ok(results)
+    }
 
     /// Waits up to `timeout` for the server to report a change in the watched folders
     /// (streaming notifications where the server has them).

@@ -167,6 +167,29 @@ fn shapes(ctx: &RequestContext) -> Vec<(String, String)> {
             request::respond(ctx, &no_key, response, ""),
         ));
     }
+    // Several replies in one CreateItem, as the reply outbox sends them.
+    let body = format!("<p>{NASTY}</p>");
+    out.push((
+        "respond-many-sent".into(),
+        request::respond_many(
+            ctx,
+            &[
+                (&meeting, Response::Accept, body.as_str()),
+                (&no_key, Response::Decline, body.as_str()),
+                (&meeting, Response::Accept, ""),
+            ],
+        ),
+    ));
+    out.push((
+        "respond-many-removed".into(),
+        request::respond_many(
+            ctx,
+            &[
+                (&meeting, Response::Remove, ""),
+                (&no_key, Response::Remove, ""),
+            ],
+        ),
+    ));
     out
 }
 
@@ -314,9 +337,9 @@ fn every_request_shape_validates_against_the_ews_schema() {
         docs.len(),
         failures.join("\n")
     );
-    // 4 contexts × 26 shapes; each: the operation + RequestServerVersion (+ ExchangeImpersonation).
-    assert_eq!(envelopes, 4 * 26, "the set of request shapes changed");
-    assert_eq!(docs.len(), 4 * 26 * 2 + 2 * 26, "documents validated");
+    // 4 contexts × 28 shapes; each: the operation + RequestServerVersion (+ ExchangeImpersonation).
+    assert_eq!(envelopes, 4 * 28, "the set of request shapes changed");
+    assert_eq!(docs.len(), 4 * 28 * 2 + 2 * 28, "documents validated");
     eprintln!(
         "{envelopes} request envelopes, {} documents validated by xmllint",
         docs.len()

@@ -9,7 +9,8 @@
 //! * [`Mailbox::fetch`] — `GetItem` in batches of [`FETCH_BATCH`], results in request order,
 //!   `ErrorItemNotFound` as [`Fetched::Gone`];
 //! * [`Mailbox::respond`] — `CreateItem` with an accept, decline or remove item;
-//!   `ErrorItemNotFound` as [`MailboxError::NotFound`];
+//!   `ErrorItemNotFound` as [`MailboxError::NotFound`]; [`Mailbox::respond_all`] — the same
+//!   for many replies, [`REPLY_BATCH`] per `CreateItem` of one message disposition;
 //! * [`Mailbox::wait_for_changes`] — the [`ChangeListener`] (streaming, pull as fallback, a
 //!   plain timeout when neither works).
 
@@ -21,10 +22,15 @@ use crate::ews::client::EwsClient;
 use crate::ews::request;
 use crate::ews::response::{self, EwsError};
 use crate::ews::streaming::{ChangeListener, ListenerOptions, NotificationMode};
-use crate::mailbox::{Fetched, Folder, ItemRef, Mailbox, MailboxError, Response, SyncBatch, Wake};
+use crate::mailbox::{
+    Fetched, Folder, ItemRef, Mailbox, MailboxError, Reply, Response, SyncBatch, Wake,
+};
 
 /// `MaxChangesReturned` of one `SyncFolderItems` (the schema allows 1..=512).
 pub const SYNC_MAX_CHANGES: u32 = 512;
+
+/// Replies per `CreateItem` request.
+pub const REPLY_BATCH: usize = 50;
 
 /// Items per `GetItem` request.
 pub const FETCH_BATCH: usize = 10;
@@ -132,6 +138,44 @@ impl Mailbox for EwsMailbox {
             }
             Err(error) => Err(error.into_mailbox_error()),
         }
+    }
+
+    async fn respond_all(
+        &self,
+        replies: &[Reply],
+    ) -> Result<Vec<Result<(), MailboxError>>, MailboxError> {
+        let mut results: Vec<Option<Result<(), MailboxError>>> =
+            replies.iter().map(|_| None).collect();
+        // One CreateItem per disposition and batch; results go back to their places.
+        for disposition in ["SendAndSaveCopy", "SaveOnly"] {
+            let indexes: Vec<usize> = (0..replies.len())
+                .filter(|&i| request::disposition(replies[i].response) == disposition)
+                .collect();
+            for batch in indexes.chunks(REPLY_BATCH) {
+                let items: Vec<(&ItemRef, Response, &str)> = batch
+                    .iter()
+                    .map(|&i| {
+                        let r = &replies[i];
+                        (&r.item, r.response, r.body_html.as_str())
+                    })
+                    .collect();
+                let envelope = request::respond_many(self.client.context(), &items);
+                let op = self.client.call("CreateItem", envelope).await?;
+                let parsed = response::parse_create_items(&op, batch.len());
+                for (&i, result) in batch.iter().zip(parsed) {
+                    results[i] = Some(result.map_err(|error| match error {
+                        EwsError::Response { code, message, .. } if code == "ErrorItemNotFound" => {
+                            MailboxError::NotFound(format!("{}: {message}", replies[i].item.id))
+                        }
+                        error => error.into_mailbox_error(),
+                    }));
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(MailboxError::Transient("reply not sent".into()))))
+            .collect())
     }
 
     async fn wait_for_changes(&self, timeout: Duration) -> Result<Wake, MailboxError> {

@@ -243,36 +243,49 @@ pub fn find_by_clean_global_object_id(
     })
 }
 
-/// `CreateItem` with a response object for `item`, as the resource:
-///
-/// * [`Response::Accept`] / [`Response::Decline`]: `t:AcceptItem` / `t:DeclineItem` with
-///   `body_html` as the reply's HTML body (left out when empty), sent with
-///   `MessageDisposition="SendAndSaveCopy"`;
-/// * [`Response::Remove`]: `t:RemoveItem` (valid only on a `MeetingCancellation`), which takes
-///   the cancelled meeting off the calendar and sends nothing. Its disposition is `SaveOnly`:
-///   the docs say `MessageDisposition` applies to messages that are sent, and `SaveOnly` is the
-///   value that sends nothing (Microsoft's managed API leaves the attribute out for
-///   `RemoveFromCalendar`, which the schema also allows).
+/// The `MessageDisposition` a reply needs: accept and decline are sent to the organizer
+/// (`SendAndSaveCopy`); removing a cancelled meeting sends nothing (`SaveOnly`). One
+/// `CreateItem` carries replies of one disposition only.
+pub fn disposition(response: Response) -> &'static str {
+    match response {
+        Response::Accept | Response::Decline => "SendAndSaveCopy",
+        Response::Remove => "SaveOnly",
+    }
+}
+
+/// `CreateItem` answering one meeting item as the resource: `t:AcceptItem` or
+/// `t:DeclineItem` with `body_html` as the reply text, or `t:RemoveItem` for a cancellation.
 pub fn respond(
     ctx: &RequestContext,
     item: &ItemRef,
     response: Response,
     body_html: &str,
 ) -> String {
-    let (disposition, element) = match response {
-        Response::Accept => ("SendAndSaveCopy", "t:AcceptItem"),
-        Response::Decline => ("SendAndSaveCopy", "t:DeclineItem"),
-        Response::Remove => ("SaveOnly", "t:RemoveItem"),
-    };
+    respond_many(ctx, &[(item, response, body_html)])
+}
+
+/// `CreateItem` answering several meeting items at once (one response message per item, in
+/// order). Every reply must have the same [`disposition`]; the first one's is used.
+pub fn respond_many(ctx: &RequestContext, replies: &[(&ItemRef, Response, &str)]) -> String {
+    let disposition = replies
+        .first()
+        .map_or("SendAndSaveCopy", |(_, response, _)| disposition(*response));
     envelope(ctx, |w| {
         w.start("m:CreateItem", &[("MessageDisposition", disposition)]);
         w.start("m:Items", &[]);
-        w.start(element, &[]);
-        if response != Response::Remove && !body_html.is_empty() {
-            w.leaf("t:Body", &[("BodyType", "HTML")], body_html);
+        for (item, response, body_html) in replies {
+            let element = match response {
+                Response::Accept => "t:AcceptItem",
+                Response::Decline => "t:DeclineItem",
+                Response::Remove => "t:RemoveItem",
+            };
+            w.start(element, &[]);
+            if *response != Response::Remove && !body_html.is_empty() {
+                w.leaf("t:Body", &[("BodyType", "HTML")], body_html);
+            }
+            item_id(w, "t:ReferenceItemId", item);
+            w.end();
         }
-        item_id(w, "t:ReferenceItemId", item);
-        w.end();
         w.end();
         w.end();
     })

@@ -555,6 +555,22 @@ pub fn parse_create_item(op: &Element) -> Result<(), EwsError> {
     }
 }
 
+/// Reads a `CreateItemResponse` for `expected` items created at once: one result per item,
+/// in order (a missing message is reported as malformed rather than taken for success).
+pub fn parse_create_items(op: &Element, expected: usize) -> Vec<Result<(), EwsError>> {
+    let messages = response_messages(op);
+    (0..expected)
+        .map(|i| match messages.get(i) {
+            Some(m) if m.is_error() => Err(m.to_error()),
+            Some(_) => Ok(()),
+            None => Err(EwsError::Malformed(format!(
+                "CreateItem: {} response messages for {expected} items",
+                messages.len()
+            ))),
+        })
+        .collect()
+}
+
 /// Reads an `UpdateItemResponse`: the item's id and new change key.
 pub fn parse_update_item(op: &Element) -> Result<ItemRef, EwsError> {
     let message = single_message(op, "UpdateItem")?;
