@@ -205,11 +205,7 @@ async fn backlog(count: u64) -> Result<()> {
     }
     let requests_before = ews.requests().len();
     let inbox_of = |o: &String| -> Result<usize> {
-        Ok(ews
-            .mailbox_messages(o, FolderName::Inbox)?
-            .iter()
-            .filter(|m| m.item_class.starts_with("IPM.Schedule.Meeting.Resp"))
-            .count())
+        Ok(ews.count_messages(o, FolderName::Inbox, "IPM.Schedule.Meeting.Resp")?)
     };
     let waiting = ews.mailbox_messages(RESOURCE, FolderName::Inbox)?.len();
     println!("backlog: {waiting} meeting requests wait in {RESOURCE}; the server starts");

@@ -401,6 +401,26 @@ impl ExchangeServer {
             .collect())
     }
 
+    /// How many messages in one folder of a mailbox have an item class starting with
+    /// `class_prefix` (counting without copying them, for benchmarks that poll).
+    pub fn count_messages(
+        &self,
+        email: &str,
+        folder: FolderName,
+        class_prefix: &str,
+    ) -> Result<usize, FlowError> {
+        let email = normalize_email(email);
+        let store = self.store();
+        if !store.mailboxes.contains_key(&email) {
+            return Err(FlowError::UnknownMailbox(email));
+        }
+        Ok(store
+            .folder_items(&email, folder)
+            .into_iter()
+            .filter(|item| item.item_class.starts_with(class_prefix))
+            .count())
+    }
+
     /// The calendar items (masters and singles) of a mailbox.
     pub fn calendar_items(&self, email: &str) -> Result<Vec<CalendarSummary>, FlowError> {
         let email = normalize_email(email);
@@ -1031,8 +1051,7 @@ pub(crate) fn is_out_of_date(store: &Store, request: &Item) -> bool {
         }
     }
     store
-        .folder_items(&request.mailbox, FolderName::Inbox)
-        .into_iter()
+        .items_for_goid(&request.mailbox, FolderName::Inbox, &fields.goid)
         .filter(|i| i.id != request.id)
         .filter(|i| {
             matches!(

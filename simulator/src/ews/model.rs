@@ -372,11 +372,12 @@ pub struct LogEntry {
     pub change: ChangeKind,
 }
 
-/// A folder: its id, its items (in arrival order) and its change log.
+/// A folder: its id, its items (in arrival order: keyed by the item's number, so taking one
+/// out does not scan the folder) and its change log.
 #[derive(Debug, Clone, Default)]
 pub struct FolderState {
     pub id: String,
-    pub items: Vec<String>,
+    pub items: BTreeMap<u64, String>,
     pub log: Vec<LogEntry>,
 }
 
@@ -502,6 +503,9 @@ pub struct MeetingRecord {
 pub struct Store {
     pub mailboxes: BTreeMap<String, MailboxState>,
     pub items: HashMap<String, Item>,
+    /// Meeting items by (mailbox, folder, GOID), in arrival order: the look-ups every reply
+    /// and delivery makes, without scanning the folder.
+    by_goid: HashMap<(String, FolderName, Vec<u8>), BTreeMap<u64, String>>,
     pub meetings: HashMap<String, MeetingRecord>,
     pub subscriptions: HashMap<String, Subscription>,
     next_item: u64,
@@ -610,13 +614,14 @@ impl Store {
         item.folder = folder;
         let is_mail = folder == FolderName::Inbox;
         let folder_state = self.mailboxes.get_mut(mailbox)?.folders.get_mut(&folder)?;
-        folder_state.items.push(id.clone());
+        folder_state.items.insert(number, id.clone());
         folder_state.log.push(LogEntry {
             item_id: id.clone(),
             change: ChangeKind::Create,
         });
         let folder_id = folder_state.id.clone();
         let change_key = item.change_key();
+        self.index(&item, true);
         self.items.insert(id.clone(), item);
         self.emit(
             mailbox,
@@ -681,11 +686,12 @@ impl Store {
     /// Removes an item for good, logs a Delete and notifies.
     pub fn delete_item(&mut self, id: &str, now: UnixMs) -> Option<Item> {
         let item = self.items.remove(id)?;
+        self.index(&item, false);
         let folder_state = self
             .mailboxes
             .get_mut(&item.mailbox)
             .and_then(|m| m.folders.get_mut(&item.folder))?;
-        folder_state.items.retain(|i| i != id);
+        folder_state.items.remove(&item.number);
         folder_state.log.push(LogEntry {
             item_id: id.to_owned(),
             change: ChangeKind::Delete,
@@ -722,13 +728,14 @@ impl Store {
         item.number = number;
         item.folder = to;
         let folder_state = self.mailboxes.get_mut(&mailbox)?.folders.get_mut(&to)?;
-        folder_state.items.push(new_id.clone());
+        folder_state.items.insert(number, new_id.clone());
         folder_state.log.push(LogEntry {
             item_id: new_id.clone(),
             change: ChangeKind::Create,
         });
         let folder_id = folder_state.id.clone();
         let change_key = item.change_key();
+        self.index(&item, true);
         self.items.insert(new_id.clone(), item);
         self.emit(
             &mailbox,
@@ -747,12 +754,13 @@ impl Store {
     /// reports the move).
     fn remove_quietly(&mut self, id: &str) -> Option<Item> {
         let item = self.items.remove(id)?;
+        self.index(&item, false);
         if let Some(folder_state) = self
             .mailboxes
             .get_mut(&item.mailbox)
             .and_then(|m| m.folders.get_mut(&item.folder))
         {
-            folder_state.items.retain(|i| i != id);
+            folder_state.items.remove(&item.number);
             folder_state.log.push(LogEntry {
                 item_id: id.to_owned(),
                 change: ChangeKind::Delete,
@@ -815,14 +823,43 @@ impl Store {
         self.next_event
     }
 
+    /// Adds (`present`) or removes a meeting item in the GOID index.
+    fn index(&mut self, item: &Item, present: bool) {
+        let Some(meeting) = item.meeting.as_ref() else {
+            return;
+        };
+        let key = (item.mailbox.clone(), item.folder, meeting.goid.clone());
+        if present {
+            self.by_goid
+                .entry(key)
+                .or_default()
+                .insert(item.number, item.id.clone());
+        } else if let Some(ids) = self.by_goid.get_mut(&key) {
+            ids.remove(&item.number);
+            if ids.is_empty() {
+                self.by_goid.remove(&key);
+            }
+        }
+    }
+
+    /// The meeting items with this GOID in `mailbox`'s `folder`, in arrival order.
+    pub fn items_for_goid<'a>(
+        &'a self,
+        mailbox: &str,
+        folder: FolderName,
+        goid: &[u8],
+    ) -> impl Iterator<Item = &'a Item> + 'a {
+        self.by_goid
+            .get(&(mailbox.to_owned(), folder, goid.to_vec()))
+            .into_iter()
+            .flat_map(|ids| ids.values())
+            .filter_map(|id| self.items.get(id))
+    }
+
     /// The calendar item (master or single) for a meeting in `mailbox`'s calendar.
     pub fn calendar_item_for(&self, mailbox: &str, goid: &[u8]) -> Option<&Item> {
-        let folder = self.mailboxes.get(mailbox)?.folder(FolderName::Calendar)?;
-        folder
-            .items
-            .iter()
-            .filter_map(|id| self.items.get(id))
-            .find(|item| item.meeting.as_ref().is_some_and(|m| m.goid == goid))
+        self.items_for_goid(mailbox, FolderName::Calendar, goid)
+            .next()
     }
 
     /// The items of a folder, in arrival order.
@@ -830,7 +867,12 @@ impl Store {
         self.mailboxes
             .get(mailbox)
             .and_then(|m| m.folder(folder))
-            .map(|f| f.items.iter().filter_map(|id| self.items.get(id)).collect())
+            .map(|f| {
+                f.items
+                    .values()
+                    .filter_map(|id| self.items.get(id))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
