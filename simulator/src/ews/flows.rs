@@ -298,14 +298,7 @@ impl ExchangeServer {
             }
         });
         let (subject, body, mut fields) = organizer_snapshot(&store, &record)?;
-        fields.item_type = ItemType::Exception;
-        fields.recurrence_id = Some(original_start);
-        fields.start = start;
-        fields.end = end;
-        fields.recurrence = None;
-        fields.moved.clear();
-        fields.deleted.clear();
-        fields.date_time_stamp = now;
+        fields.as_occurrence(ItemType::Exception, original_start, start, end, now);
         deliver_request(
             &mut store,
             &record.recipients,
@@ -341,22 +334,11 @@ impl ExchangeServer {
             ));
         store.update_item(&record.organizer_item, now, |item| {
             if let Some(m) = item.meeting.as_mut() {
-                m.moved.retain(|o| o.original_start != original_start);
-                if !m.deleted.contains(&original_start) {
-                    m.deleted.push(original_start);
-                    m.deleted.sort_unstable();
-                }
+                m.delete_occurrence(original_start);
             }
         });
         let (subject, body, mut fields) = organizer_snapshot(&store, &record)?;
-        fields.item_type = ItemType::Occurrence;
-        fields.recurrence_id = Some(original_start);
-        fields.start = start;
-        fields.end = end;
-        fields.recurrence = None;
-        fields.moved.clear();
-        fields.deleted.clear();
-        fields.date_time_stamp = now;
+        fields.as_occurrence(ItemType::Occurrence, original_start, start, end, now);
         deliver_cancellation(
             &mut store,
             &record.recipients,
@@ -860,11 +842,7 @@ fn remove_from_calendar(store: &mut Store, mailbox: &str, fields: &MeetingFields
         Some(rid) => {
             store.update_item(&existing, now, |item| {
                 if let Some(m) = item.meeting.as_mut() {
-                    m.moved.retain(|o| o.original_start != rid);
-                    if !m.deleted.contains(&rid) {
-                        m.deleted.push(rid);
-                        m.deleted.sort_unstable();
-                    }
+                    m.delete_occurrence(rid);
                 }
             });
         }
@@ -934,13 +912,7 @@ fn deliver_cancellation(
                 store.update_item(&existing, now, |item| {
                     if let Some(m) = item.meeting.as_mut() {
                         match occurrence {
-                            Some(rid) => {
-                                m.moved.retain(|o| o.original_start != rid);
-                                if !m.deleted.contains(&rid) {
-                                    m.deleted.push(rid);
-                                    m.deleted.sort_unstable();
-                                }
-                            }
+                            Some(rid) => m.delete_occurrence(rid),
                             None => {
                                 m.is_cancelled = true;
                                 m.sequence = sequence;

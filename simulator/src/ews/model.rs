@@ -282,6 +282,36 @@ pub struct MeetingFields {
 }
 
 impl MeetingFields {
+    /// Records the occurrence that started at `original_start` as deleted from the series
+    /// (and forgets any move of it).
+    pub fn delete_occurrence(&mut self, original_start: UnixMs) {
+        self.moved.retain(|o| o.original_start != original_start);
+        if !self.deleted.contains(&original_start) {
+            self.deleted.push(original_start);
+            self.deleted.sort_unstable();
+        }
+    }
+
+    /// These fields as one occurrence of their series (a moved occurrence's request, or a
+    /// cancellation of one): `item_type`, its RecurrenceId and window, no recurrence of its own.
+    pub fn as_occurrence(
+        &mut self,
+        item_type: ItemType,
+        original_start: UnixMs,
+        start: UnixMs,
+        end: UnixMs,
+        now: UnixMs,
+    ) {
+        self.item_type = item_type;
+        self.recurrence_id = Some(original_start);
+        self.start = start;
+        self.end = end;
+        self.recurrence = None;
+        self.moved.clear();
+        self.deleted.clear();
+        self.date_time_stamp = now;
+    }
+
     /// Upper-case hex of the CleanGlobalObjectId: EWS `calendar:UID`.
     pub fn uid(&self) -> String {
         hex_upper(&self.goid)
