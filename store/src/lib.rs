@@ -14,11 +14,13 @@
 //! keys), [`deferral_nonces`] (TOK statements accepted once), [`scheduling`]
 //! (meetings, conferences, windows, the processing log and reply outbox,
 //! written per processed change in one transaction), [`sync_state`] (EWS
-//! folder sync states).
+//! folder sync states), [`leases`] (which management instance leads each
+//! integration's mailbox: PostgreSQL advisory locks, instance heartbeats).
 
 pub mod aliases;
 pub mod deferral_nonces;
 pub mod integration_secrets;
+pub mod leases;
 pub mod scheduling;
 pub mod sync_state;
 
@@ -30,6 +32,7 @@ use tokio::sync::mpsc;
 
 use aliases::{alias_writer, InsertJob, MAX_BATCH};
 pub use aliases::{NewAlias, StoredAlias};
+pub use leases::{Heartbeat, InstanceIdentity, InstanceRecord, LeaderRecord, Leases, Share};
 pub use scheduling::{
     AliasBinding, Commit, CommitOutcome, ConferenceRecord, MeetingRecord, NewConference, NewReply,
     OperationRecord, ReplyRecord, StoredOperation, WindowRecord,
