@@ -16,6 +16,7 @@
 
 pub mod connect;
 pub mod horizon;
+pub mod leadership;
 pub mod processor;
 pub mod replies;
 
@@ -248,14 +249,16 @@ async fn sync_folder(
     }
 }
 
-/// Starts one worker per integration that has an `[integration.exchange]` table; they stop
+/// Prepares one worker per integration that has an `[integration.exchange]` table and starts
+/// the [`leadership`] coordinator, which runs the workers of the integrations this instance
+/// leads (one instance per integration at a time, through the database); everything stops
 /// when `stop` turns true. Fails (naming the config key) if a mailbox cannot be set up.
 pub fn spawn_all(
     state: &crate::app::ManagementState,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let shared = &state.shared;
-    let mut workers = Vec::new();
+    let mut candidates = Vec::new();
     for (i, ic) in shared.config.integrations.iter().enumerate() {
         let (Some(exchange), Some(watched)) = (&ic.exchange, ic.watched_mailbox()) else {
             continue;
@@ -277,7 +280,18 @@ pub fn spawn_all(
             resync_interval: exchange.resync_interval(),
         };
         tracing::info!(integration = %ic.id, mailbox = watched, url = %exchange.ews_url, "watching the resource mailbox");
-        workers.push(tokio::spawn(run(ctx, mailbox, pace, stop.clone())));
+        candidates.push(leadership::Candidate { ctx, mailbox, pace });
     }
-    Ok(workers)
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let me = leadership::this_instance(&shared.clock);
+    tracing::info!(instance = %me.instance_id, host = %me.host, pid = me.pid, "management instance started");
+    Ok(vec![tokio::spawn(leadership::lead(
+        state.storage.clone(),
+        me,
+        candidates,
+        shared.clock.clone(),
+        stop,
+    ))])
 }
