@@ -2,6 +2,7 @@
 //! database and no HTTP framework.
 //!
 //! * [`alias_space`] — drawing aliases (prefix + random digits);
+//! * [`body_edit`] — finding and replacing our blocks in meeting bodies Outlook rewrote;
 //! * [`clock`] — time, injected: everything tests move through windows,
 //!   expiries and back-offs reads a [`clock::Clock`];
 //! * [`secret`] — configured secrets that never appear in logs;
@@ -17,6 +18,7 @@
 //! * [`windows_zones`] — Windows time zone ids (as Exchange sends them) → IANA zones.
 
 pub mod alias_space;
+pub mod body_edit;
 pub mod clock;
 pub mod config;
 pub mod deferral;

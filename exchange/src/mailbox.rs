@@ -3,7 +3,10 @@
 //! A backend (EWS today, Microsoft Graph next) answers four questions: what changed in a folder
 //! since a sync state ([`Mailbox::sync`]), what those items hold ([`Mailbox::fetch`]), how to
 //! reply to a meeting as the resource ([`Mailbox::respond`]), and when to look again
-//! ([`Mailbox::wait_for_changes`]). Everything it returns is already in the shared meeting
+//! ([`Mailbox::wait_for_changes`]). Deferred meetings and recovery also act as the meeting's
+//! organizer (impersonation): read the organizer's own calendar item
+//! ([`Mailbox::organizer_item`]) and send all attendees an update with a new body
+//! ([`Mailbox::update_organizer_body`]). Everything it returns is already in the shared meeting
 //! model ([`vmr_core::meeting`]).
 
 use std::time::Duration;
@@ -159,4 +162,22 @@ pub trait Mailbox: Send + Sync {
     /// Waits up to `timeout` for the server to report a change in the watched folders
     /// (streaming notifications where the server has them).
     async fn wait_for_changes(&self, timeout: Duration) -> Result<Wake, MailboxError>;
+
+    /// The organizer's own calendar item of the meeting `uid` (hex CleanGlobalObjectId), read
+    /// as the organizer `organizer` (SMTP); `None` when their calendar has no such meeting.
+    /// Needs the right to impersonate organizers ([`MailboxError::Denied`] otherwise).
+    async fn organizer_item(
+        &self,
+        organizer: &str,
+        uid: &str,
+    ) -> Result<Option<MeetingItem>, MailboxError>;
+
+    /// Replaces the body of the organizer's calendar item `item` with `body_html` and sends the
+    /// update to every attendee, as the organizer; returns the item's new version.
+    async fn update_organizer_body(
+        &self,
+        organizer: &str,
+        item: &ItemRef,
+        body_html: &str,
+    ) -> Result<ItemRef, MailboxError>;
 }

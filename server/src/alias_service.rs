@@ -53,6 +53,19 @@ pub struct AliasContext<'a> {
     pub subject: &'a str,
     /// When the request is handled, Unix seconds (recorded with the alias).
     pub now_unix: i64,
+    /// Which path asked.
+    pub via: Requested<'a>,
+}
+
+/// The path an alias request came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested<'a> {
+    /// The pane, with the identity's token (a fresh random alias id).
+    Pane,
+    /// The mailbox worker completing a deferred (TOK) meeting: the alias gets the fixed id
+    /// `alias_id` (derived from the meeting), so a repeated completion finds it instead of
+    /// drawing a second alias.
+    DeferredTok { alias_id: &'a str },
 }
 
 /// Allocation counters for `/metrics` and status.
@@ -88,16 +101,22 @@ pub async fn allocate(
         tracing::warn!(integration = %cfg.id, used, space, "alias space is filling up");
     }
 
-    let id = Uuid::new_v4().simple().to_string();
+    let id = match request.via {
+        Requested::Pane => Uuid::new_v4().simple().to_string(),
+        Requested::DeferredTok { alias_id } => alias_id.to_owned(),
+    };
     // The organizer recorded with the alias is who the token proves, never
     // what the request body claims (the mailbox later binds the meeting's real
     // organizer from Exchange).
     let organizer_email = request.identity.email.as_deref();
     let organizer_name = request.identity.display_name.as_deref();
     // How the requester proved who they are (recorded with the alias).
-    let method = match request.identity.method {
-        vmr_protocol::AuthMethod::ExchangeUserIdToken => "EXCHANGE_USER_ID_TOKEN",
-        vmr_protocol::AuthMethod::NaaToken => "NAA_TOKEN",
+    let method = match (request.via, request.identity.method) {
+        (Requested::DeferredTok { .. }, _) => "DEFERRED_TOK",
+        (Requested::Pane, vmr_protocol::AuthMethod::ExchangeUserIdToken) => {
+            "EXCHANGE_USER_ID_TOKEN"
+        }
+        (Requested::Pane, vmr_protocol::AuthMethod::NaaToken) => "NAA_TOKEN",
     };
     // What admins see as the subject: the conference_subject template (it may
     // be blanked so that admins never see meeting subjects).
@@ -149,17 +168,16 @@ pub async fn allocate(
 
     let alias = format!("{numeric_alias}@{}", cfg.alias_domain);
     let tag = integration.tag_key.issue(&id).to_tag();
-    let rendered = integration.templates.render(
-        "meeting_instructions",
-        context! {
-            alias => &alias,
-            numeric_alias => &numeric_alias,
-            alias_uuid => &tag,
-            meeting_tag => &tag,
-            addin_server_domain => public_host,
-            subject => request.subject,
-            organizer_name => organizer_name,
-            organizer_email => organizer_email,
+    let rendered = render_instructions(
+        integration,
+        &InstructionsVars {
+            alias: &alias,
+            numeric_alias: &numeric_alias,
+            tag: &tag,
+            public_host,
+            subject: request.subject,
+            organizer_name,
+            organizer_email,
         },
     );
     let html = match rendered {
@@ -180,6 +198,84 @@ pub async fn allocate(
         tag,
         resource: integration.resource(),
     })
+}
+
+/// The fixed alias id of the deferred (TOK) meeting `uid` of `integration` (32 hex digits,
+/// like a random one): completing the same meeting twice finds its alias again.
+pub fn deferred_alias_id(integration: &str, uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("deferred-alias\0{integration}\0{uid}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// The joining instructions of `alias` with its tag (the `meeting_instructions` template),
+/// for the mailbox worker, which writes them into the organizer's meeting itself.
+pub fn instructions_for(
+    integration: &Integration,
+    alias: &vmr_store::StoredAlias,
+    subject: &str,
+    organizer: &vmr_core::meeting::Person,
+    public_host: &str,
+) -> Result<Instructions, TemplateError> {
+    let tag = integration.tag_key.issue(&alias.id).to_tag();
+    let html = render_instructions(
+        integration,
+        &InstructionsVars {
+            alias: &alias.alias,
+            numeric_alias: &alias.numeric_alias,
+            tag: &tag,
+            public_host,
+            subject,
+            organizer_name: Some(&organizer.name),
+            organizer_email: Some(&organizer.email),
+        },
+    )?;
+    Ok(with_tag(&html, &tag))
+}
+
+/// What the `meeting_instructions` template is given.
+struct InstructionsVars<'a> {
+    alias: &'a str,
+    numeric_alias: &'a str,
+    tag: &'a str,
+    public_host: &'a str,
+    subject: &'a str,
+    organizer_name: Option<&'a str>,
+    organizer_email: Option<&'a str>,
+}
+
+fn render_instructions(
+    integration: &Integration,
+    v: &InstructionsVars<'_>,
+) -> Result<String, TemplateError> {
+    integration.templates.render(
+        "meeting_instructions",
+        context! {
+            alias => v.alias,
+            numeric_alias => v.numeric_alias,
+            alias_uuid => v.tag,
+            meeting_tag => v.tag,
+            addin_server_domain => v.public_host,
+            subject => v.subject,
+            organizer_name => v.organizer_name,
+            organizer_email => v.organizer_email,
+        },
+    )
+}
+
+/// The shape of the placeholder text an edge inserted (see
+/// [`vmr_core::body_edit::TemplateShape`]), to find it again in the organizer's body.
+pub fn placeholder_shape(
+    integration: &Integration,
+) -> Result<vmr_core::body_edit::TemplateShape, TemplateError> {
+    let marker = vmr_core::body_edit::VARIABLE_MARKER;
+    let html = integration.templates.render(
+        "placeholder_instructions",
+        context! { addin_server_domain => marker },
+    )?;
+    Ok(vmr_core::body_edit::TemplateShape::from_rendering(
+        &html, true,
+    ))
 }
 
 /// Instructions in both body kinds, with the tag exactly once: templates may

@@ -21,8 +21,6 @@
 
 use std::fmt::Write as _;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use vmr_core::clock::SharedClock;
 use vmr_core::config::{Config, ExchangeAuth, ExchangeConfig, MailboxAccess};
 use vmr_core::meeting::{Body, MeetingItem, MessageKind, MyResponse};
@@ -264,8 +262,8 @@ async fn check_integration(
         }
     };
     let organizer_copies = match (&options.organizer, &organizer_mailbox) {
-        (Some(organizer), Some(mailbox)) => {
-            organizer_copies(report, organizer, mailbox, &items).await
+        (Some(organizer), Some(_)) => {
+            organizer_copies(report, organizer, &resource_mailbox, &items).await
         }
         _ => Vec::new(),
     };
@@ -343,7 +341,7 @@ async fn organizer_copies(
             copies.push(None);
             continue;
         }
-        match organizer_copy(mailbox, &item.uid).await {
+        match mailbox.organizer_item(organizer, &item.uid).await {
             Ok(copy) => copies.push(copy),
             Err(e) => {
                 failed = Some(e);
@@ -357,38 +355,6 @@ async fn organizer_copies(
         ));
     }
     copies
-}
-
-async fn organizer_copy(
-    mailbox: &EwsMailbox,
-    uid: &str,
-) -> Result<Option<MeetingItem>, MailboxError> {
-    let Ok(goid) = hex::decode(uid) else {
-        return Ok(None);
-    };
-    let client = mailbox.client();
-    let envelope = request::find_by_clean_global_object_id(
-        client.context(),
-        Folder::Calendar,
-        &B64.encode(goid),
-    );
-    let op = client.call("FindItem", envelope).await?;
-    let (found, _) = response::parse_find_items(&op).map_err(|e| e.into_mailbox_error())?;
-    let Some(Fetched::Meeting(item)) = found.into_iter().next() else {
-        return Ok(None);
-    };
-    let id = ItemRef {
-        id: item.item_id.clone(),
-        change_key: item.change_key.clone(),
-    };
-    Ok(mailbox
-        .fetch(&[id])
-        .await?
-        .into_iter()
-        .find_map(|f| match f {
-            Fetched::Meeting(full) => Some(*full),
-            _ => None,
-        }))
 }
 
 /// How sure a finding is.

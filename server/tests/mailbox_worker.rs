@@ -62,6 +62,8 @@ async fn context(db: &TestDb, clock: Arc<ManualClock>) -> (WorkerContext, String
         deferral_keys: None,
         clock,
         horizon_ms: 30 * DAY_MS,
+        public_host: "addin.example.com".into(),
+        alias_stats: Default::default(),
     };
     (ctx, tag)
 }

@@ -25,7 +25,7 @@ use vmr_core::config::{IntegrationConfig, ServerConfig};
 use vmr_core::meeting_tag::TagKey;
 use vmr_core::templates::TemplateSet;
 use vmr_protocol::{AliasResponse, AuthMethod};
-use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError};
+use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateError, Requested};
 use vmr_server::integration::Integration;
 use vmr_store::{NewAlias, Storage};
 
@@ -97,6 +97,7 @@ async fn allocate_one(
         identity: &who,
         subject: "Weekly sync",
         now_unix: now(),
+        via: Requested::Pane,
     };
     match allocate(storage, integration, &ctx, HOST, stats).await? {
         AliasResponse::Allocated {
@@ -606,6 +607,7 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
         identity: &delegate,
         subject: "Board meeting",
         now_unix: now(),
+        via: Requested::Pane,
     };
     let AliasResponse::Allocated {
         alias,
@@ -674,6 +676,7 @@ async fn requester_and_organizer_are_recorded(db: &TestDb) {
         identity: &naa,
         subject: "1:1",
         now_unix: now(),
+        via: Requested::Pane,
     };
     let AliasResponse::Allocated { alias_uuid, .. } =
         allocate(&storage, &integ, &ctx, HOST, &stats)

@@ -928,6 +928,29 @@ impl Storage {
             .map_err(query_err("reading a meeting"))
     }
 
+    /// The deferred (TOK) meetings of `integration` still waiting to be completed, oldest
+    /// first, at most `limit`.
+    pub async fn deferred_meetings(
+        &self,
+        integration: &str,
+        limit: u32,
+    ) -> Result<Vec<MeetingRecord>, StorageError> {
+        let sql = format!(
+            "SELECT {MEETING_COLUMNS} FROM meeting WHERE integration = $1 AND state = 'deferred' \
+             ORDER BY updated_at LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(integration)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("reading deferred meetings"))?
+            .iter()
+            .map(meeting_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(query_err("reading deferred meetings"))
+    }
+
     /// The conference of an alias, deleted or not.
     pub async fn conference_for_alias(
         &self,

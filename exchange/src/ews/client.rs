@@ -224,6 +224,24 @@ impl EwsClient {
         }
     }
 
+    /// A client for another mailbox of the same organisation, impersonating `smtp` with the
+    /// same transport and credentials (its own concurrency limit and throttling state, as
+    /// Exchange budgets impersonated mailboxes separately). `None` when this client does not
+    /// impersonate (delegate access cannot reach other users' calendars).
+    pub fn impersonating(&self, smtp: &str) -> Option<EwsClient> {
+        self.inner.options.context.impersonate.as_ref()?;
+        let mut options = self.inner.options.clone();
+        options.context.impersonate = Some(smtp.to_owned());
+        options.context.folder_mailbox = None;
+        options.anchor_mailbox = Some(smtp.to_owned());
+        Some(EwsClient::new(
+            self.inner.http.clone(),
+            self.inner.auth.clone(),
+            options,
+            self.inner.clock.clone(),
+        ))
+    }
+
     /// Server version and impersonation for building envelopes.
     pub fn context(&self) -> &RequestContext {
         &self.inner.options.context

@@ -12,11 +12,18 @@
 //!   `ErrorItemNotFound` as [`MailboxError::NotFound`]; [`Mailbox::respond_all`] — the same
 //!   for many replies, [`REPLY_BATCH`] per `CreateItem` of one message disposition;
 //! * [`Mailbox::wait_for_changes`] — the [`ChangeListener`] (streaming, pull as fallback, a
-//!   plain timeout when neither works).
+//!   plain timeout when neither works);
+//! * [`Mailbox::organizer_item`] — as the organizer (impersonation, [`EwsClient::impersonating`]):
+//!   `FindItem` in their Calendar restricted to the meeting's CleanGlobalObjectId, then `GetItem`;
+//! * [`Mailbox::update_organizer_body`] — as the organizer: `UpdateItem` of the body with
+//!   `SendToAllAndSaveCopy`, so every attendee gets the update from the organizer.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use vmr_core::meeting::MeetingItem;
 
 use crate::ews::client::EwsClient;
 use crate::ews::request;
@@ -77,6 +84,18 @@ impl EwsMailbox {
     /// How change notifications currently come in.
     pub async fn notification_mode(&self) -> NotificationMode {
         self.listener.mode().await
+    }
+
+    /// A client acting as `organizer`, or `Denied` when this mailbox is reached by delegate
+    /// access (only impersonation reaches other users' calendars).
+    fn as_organizer(&self, organizer: &str) -> Result<EwsClient, MailboxError> {
+        self.client.impersonating(organizer).ok_or_else(|| {
+            MailboxError::Denied(format!(
+                "cannot act as the organizer {organizer}: the integration reaches the resource \
+                 by delegate access; acting as organizers needs the ApplicationImpersonation \
+                 role over them"
+            ))
+        })
     }
 
     async fn fetch_batch(&self, batch: &[ItemRef]) -> Result<Vec<Fetched>, MailboxError> {
@@ -180,5 +199,63 @@ impl Mailbox for EwsMailbox {
 
     async fn wait_for_changes(&self, timeout: Duration) -> Result<Wake, MailboxError> {
         self.listener.wait(timeout).await
+    }
+
+    async fn organizer_item(
+        &self,
+        organizer: &str,
+        uid: &str,
+    ) -> Result<Option<MeetingItem>, MailboxError> {
+        let goid = hex::decode(uid).map_err(|_| MailboxError::Refused {
+            code: "InvalidUid".into(),
+            message: format!("meeting uid {uid:?} is not a hex CleanGlobalObjectId"),
+        })?;
+        let client = self.as_organizer(organizer)?;
+        let envelope = request::find_by_clean_global_object_id(
+            client.context(),
+            Folder::Calendar,
+            &B64.encode(goid),
+        );
+        let op = client.call("FindItem", envelope).await?;
+        let (found, _) = response::parse_find_items(&op).map_err(EwsError::into_mailbox_error)?;
+        // The series master or single meeting (occurrences are not stored as items).
+        let Some(Fetched::Meeting(item)) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let id = ItemRef {
+            id: item.item_id.clone(),
+            change_key: item.change_key.clone(),
+        };
+        let envelope = request::get_items(client.context(), std::slice::from_ref(&id));
+        let op = client.call("GetItem", envelope).await?;
+        match response::parse_get_items(&op, std::slice::from_ref(&id))
+            .into_iter()
+            .next()
+        {
+            Some(Ok(Fetched::Meeting(full))) => Ok(Some(*full)),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(EwsError::Response { code, .. })) if code == "ErrorItemNotFound" => Ok(None),
+            Some(Err(error)) => Err(error.into_mailbox_error()),
+            None => Err(MailboxError::Transient(
+                "GetItem answered no message for the organizer's item".into(),
+            )),
+        }
+    }
+
+    async fn update_organizer_body(
+        &self,
+        organizer: &str,
+        item: &ItemRef,
+        body_html: &str,
+    ) -> Result<ItemRef, MailboxError> {
+        let client = self.as_organizer(organizer)?;
+        let envelope = request::update_item_body(
+            client.context(),
+            item,
+            body_html,
+            request::BodyUpdateSend::ToAllAndSaveCopy,
+        );
+        let op = client.call("UpdateItem", envelope).await?;
+        response::parse_update_item(&op).map_err(EwsError::into_mailbox_error)
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use vmr_protocol::{AliasRequest, AliasResponse, MAX_REQUEST_BYTES};
 
 use super::{find_integration, EDGE_SECRET_HEADER};
-use crate::alias_service::{self, AliasContext};
+use crate::alias_service::{self, AliasContext, Requested};
 use crate::api_error::ApiFailure;
 use crate::app::{EdgeState, ManagementState, Shared};
 use crate::edge;
@@ -138,6 +138,7 @@ pub async fn allocate_alias(
         identity: &identity,
         subject: &request.subject,
         now_unix: shared.clock.now_unix(),
+        via: Requested::Pane,
     };
     let response: AliasResponse = alias_service::allocate(
         &state.storage,

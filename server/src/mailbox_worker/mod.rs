@@ -4,7 +4,8 @@
 //! One cycle: send the replies left in the outbox, then for the Inbox and the Calendar fetch
 //! the changes since the stored sync state ([`Mailbox::sync`]), read the items in full
 //! ([`Mailbox::fetch`]), process each ([`processor`]), store the new sync state only after
-//! the whole page is applied, and send the replies the page produced ([`replies`]). Between
+//! the whole page is applied, and send the replies the page produced ([`replies`]); then
+//! complete the deferred (TOK) meetings as their organizers ([`deferred`]). Between
 //! cycles it waits for the server's change notifications (or the poll interval); every
 //! re-sync interval it forgets the sync states and reads both folders from the start, which
 //! processing tolerates because it is idempotent. Every hour it rolls the windows of accepted
@@ -15,6 +16,7 @@
 //! unapplied page is fetched again because its sync state was not stored.
 
 pub mod connect;
+pub mod deferred;
 pub mod horizon;
 pub mod leadership;
 pub mod processor;
@@ -46,6 +48,10 @@ pub struct WorkerContext {
     pub clock: SharedClock,
     /// How far ahead series windows are materialised, in ms.
     pub horizon_ms: i64,
+    /// The add-in server's public host (in joining instructions the worker writes).
+    pub public_host: String,
+    /// Allocation counters (deferred meetings draw aliases too).
+    pub alias_stats: Arc<crate::alias_service::AliasStats>,
 }
 
 /// How often the worker looks.
@@ -81,6 +87,8 @@ pub struct CycleReport {
     pub items: usize,
     pub changed: usize,
     pub replies_sent: usize,
+    /// Deferred (TOK) meetings completed as their organizer or declined.
+    pub deferred_completed: usize,
 }
 
 /// Runs the worker until `stop` turns true.
@@ -181,6 +189,7 @@ pub async fn cycle(ctx: &WorkerContext, mailbox: &dyn Mailbox) -> Result<CycleRe
     for folder in Folder::ALL {
         sync_folder(ctx, mailbox, folder, &mut report).await?;
     }
+    report.deferred_completed = deferred::complete_pending(ctx, mailbox).await?;
     report.replies_sent += replies::send_pending(ctx, mailbox).await?;
     Ok(report)
 }
@@ -274,6 +283,8 @@ pub fn spawn_all(
             deferral_keys: state.deferral_keys.clone(),
             clock: shared.clock.clone(),
             horizon_ms: i64::from(exchange.horizon_days) * 24 * 3_600_000,
+            public_host: shared.config.server.public_host.clone(),
+            alias_stats: state.stats.clone(),
         };
         let pace = Pace {
             poll_interval: exchange.poll_interval(),

@@ -6,10 +6,10 @@
 //! either nothing or a complete change with its reply still to send.
 
 use minijinja::context;
-use vmr_core::meeting::{MeetingItem, UnixMs};
+use vmr_core::meeting::{MeetingItem, MessageKind, RequestType, UnixMs};
 use vmr_core::scheduling::{
-    self, AliasState, Decision, Facts, MeetingState, RejectReply, Schedule, StoredMeeting,
-    TagFinding,
+    self, AcceptReply, AliasState, Decision, Facts, MeetingState, RejectReply, Schedule,
+    StoredMeeting, TagFinding,
 };
 use vmr_store::{
     AliasBinding, Commit, CommitOutcome, MeetingRecord, NewConference, NewReply, OperationRecord,
@@ -17,7 +17,10 @@ use vmr_store::{
 };
 
 use super::WorkerContext;
+use crate::alias_service::{self, AliasContext, AllocateError, Requested};
 use crate::tag_resolution::{self, MeetingFacts, ResolvedTag, TagRejection};
+use vmr_core::deferral::Statement;
+use vmr_core::identity::Identity;
 
 /// Most windows materialised for one series (beyond that the horizon rolls forward).
 const MAX_WINDOWS: usize = 1_000;
@@ -38,29 +41,106 @@ pub enum Processed {
 /// decision.
 pub async fn process(ctx: &WorkerContext, item: &MeetingItem) -> Result<Processed, StorageError> {
     let integration_id = ctx.integration.config.id.as_str();
-    let now = ctx.clock.now_unix_ms();
     let record = ctx.storage.meeting(integration_id, &item.uid).await?;
-    let stored = record.as_ref().and_then(stored_meeting);
-    let mut tag = if scheduling::needs_tag(item) {
-        Some(find_tag(ctx, item).await?)
+    let found = if scheduling::needs_tag(item) {
+        Some(find_tag(ctx, item, record.as_ref()).await?)
     } else {
         None
     };
+    apply(ctx, item, record, found).await
+}
+
+/// Accepts the resource's item of a deferred meeting once its organizer's copy carries the
+/// alias `alias_id` ([`super::deferred`]): decided as if the item named that alias.
+pub async fn accept_completed(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    alias_id: &str,
+) -> Result<Processed, StorageError> {
+    let record = ctx
+        .storage
+        .meeting(&ctx.integration.config.id, &item.uid)
+        .await?;
+    let found = match ctx.storage.alias_by_id(alias_id).await? {
+        Some(alias) => Found::Tag(TagFinding::Alias {
+            state: alias_state(&alias),
+            alias_id: alias.id,
+        }),
+        None => Found::GeneralError(format!("the deferred meeting's alias {alias_id} is gone")),
+    };
+    apply(ctx, item, record, Some(found)).await
+}
+
+/// Declines the resource's item of a deferred meeting with the general-error reply, saying
+/// why in the operation log (for example: no right to act as the organizer).
+pub async fn decline_deferred(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    detail: String,
+) -> Result<Processed, StorageError> {
+    let record = ctx
+        .storage
+        .meeting(&ctx.integration.config.id, &item.uid)
+        .await?;
+    apply(ctx, item, record, Some(Found::GeneralError(detail))).await
+}
+
+/// What the tag of an item came to.
+enum Found {
+    /// Something [`scheduling::decide`] weighs.
+    Tag(TagFinding),
+    /// A failure on our side (alias space exhausted, organizer unreachable): decline with the
+    /// general-error reply and this detail.
+    GeneralError(String),
+}
+
+/// Decides on `item` given what its tag was found to be, and commits the outcome.
+async fn apply(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    record: Option<MeetingRecord>,
+    found: Option<Found>,
+) -> Result<Processed, StorageError> {
+    let now = ctx.clock.now_unix_ms();
+    let stored = record.as_ref().and_then(stored_meeting);
+    let (mut tag, failure) = match found {
+        Some(Found::Tag(t)) => (Some(t), None),
+        Some(Found::GeneralError(detail)) => (None, Some(detail)),
+        None => (None, None),
+    };
+    if tag == Some(TagFinding::Deferred) {
+        if let Some(s) = stored.as_ref() {
+            if s.state == MeetingState::Declined && item.sequence <= s.sequence {
+                return Ok(Processed::Unchanged {
+                    why: "the deferred meeting was already declined",
+                });
+            }
+        }
+    }
     // At most two rounds: the database may find the alias bound or deleted in the meantime.
     for _ in 0..2 {
-        let decision = match scheduling::decide(Facts {
-            item,
-            tag: tag.as_ref(),
-            stored: stored.as_ref(),
-            now,
-        }) {
+        let decided = match &failure {
+            Some(detail) => Ok(general_error(item, stored.as_ref(), detail)),
+            None => scheduling::decide(Facts {
+                item,
+                tag: tag.as_ref(),
+                stored: stored.as_ref(),
+                now,
+            }),
+        };
+        let decision = match decided {
             Ok(decision) => decision,
             Err(e) => general_error(item, stored.as_ref(), &e.to_string()),
         };
         let decision = match decision {
             Decision::Nothing { why } => {
-                tracing::debug!(uid = %item.uid, why, "nothing to do");
-                return Ok(Processed::Unchanged { why });
+                match deferral_follow_up(ctx, item, record.as_ref(), stored.as_ref(), &tag) {
+                    Some(d) => d,
+                    None => {
+                        tracing::debug!(uid = %item.uid, why, "nothing to do");
+                        return Ok(Processed::Unchanged { why });
+                    }
+                }
             }
             d if d.fingerprint().is_some()
                 && d.fingerprint() == stored.as_ref().map(|s| s.fingerprint.as_str()) =>
@@ -119,6 +199,43 @@ pub async fn process(ctx: &WorkerContext, item: &MeetingItem) -> Result<Processe
     )))
 }
 
+/// The organizer's update that a completed deferral sent ([`super::deferred`]) reaches the
+/// resource as a new request naming the meeting's own alias with nothing else changed: it is
+/// accepted (so the resource's calendar takes the instructions) without drawing an alias.
+/// Only a request message other than the one last answered qualifies, so a re-read of the
+/// same message, or of the resource's calendar item, answers nothing.
+fn deferral_follow_up(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    record: Option<&MeetingRecord>,
+    stored: Option<&StoredMeeting>,
+    tag: &Option<TagFinding>,
+) -> Option<Decision> {
+    let (record, stored) = (record?, stored?);
+    let deferred_alias = alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
+    let names_it = matches!(tag, Some(TagFinding::Alias { alias_id, .. }) if *alias_id == deferred_alias);
+    let is_new_request = matches!(item.kind, MessageKind::Request(r) if r != RequestType::Outdated)
+        && item.item_id != record.item_id;
+    if !(names_it
+        && is_new_request
+        && stored.state == MeetingState::Accepted
+        && stored.alias_id.as_deref() == Some(deferred_alias.as_str()))
+    {
+        return None;
+    }
+    Some(Decision::Accept {
+        reply: if stored.schedule.is_series() {
+            AcceptReply::EditedSeries
+        } else {
+            AcceptReply::EditedSingle
+        },
+        alias_id: deferred_alias,
+        schedule: stored.schedule.clone(),
+        sequence: item.sequence.max(stored.sequence),
+        fingerprint: stored.fingerprint.clone(),
+    })
+}
+
 fn rebind(tag: TagFinding, state: AliasState) -> TagFinding {
     match tag {
         TagFinding::Alias { alias_id, .. } => TagFinding::Alias { alias_id, state },
@@ -145,8 +262,14 @@ fn stored_meeting(record: &MeetingRecord) -> Option<StoredMeeting> {
     })
 }
 
-/// Resolves the meeting's tag into what the decision needs.
-async fn find_tag(ctx: &WorkerContext, item: &MeetingItem) -> Result<TagFinding, StorageError> {
+/// Resolves the meeting's tag into what the decision needs. A valid TOK gets its alias here
+/// (a fixed id per meeting, so a re-run finds it); once the deferred meeting was completed,
+/// its TOK stands for that alias.
+async fn find_tag(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    record: Option<&MeetingRecord>,
+) -> Result<Found, StorageError> {
     let facts = MeetingFacts {
         uid: &item.uid,
         organizer_email: &item.organizer.email,
@@ -162,25 +285,82 @@ async fn find_tag(ctx: &WorkerContext, item: &MeetingItem) -> Result<TagFinding,
         ctx.clock.now_unix(),
     )
     .await;
-    match resolved {
-        Ok(ResolvedTag::Alias(id)) => {
-            let alias = ctx.storage.alias_by_id(&id.alias_uuid).await?;
-            Ok(match alias {
-                Some(a) if a.integration == ctx.integration.config.id => TagFinding::Alias {
-                    state: alias_state(&a),
-                    alias_id: a.id,
-                },
-                _ => TagFinding::Invalid {
-                    reason: "the tag names an alias this integration never issued".into(),
-                },
-            })
+    let alias_id = match resolved {
+        Ok(ResolvedTag::Alias(id)) => id.alias_uuid,
+        Ok(ResolvedTag::Deferred(statement)) => {
+            let alias_id =
+                alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
+            let completed = record.is_some_and(|r| {
+                r.alias_id.as_deref() == Some(alias_id.as_str())
+                    && matches!(
+                        MeetingState::parse(&r.state),
+                        Some(MeetingState::Accepted | MeetingState::Cancelled)
+                    )
+            });
+            if !completed {
+                return Ok(match reserve_deferred_alias(ctx, item, &statement, &alias_id).await {
+                    Ok(()) => Found::Tag(TagFinding::Deferred),
+                    Err(AllocateError::Storage(e)) => return Err(e),
+                    Err(e) => Found::GeneralError(format!(
+                        "no alias for the deferred meeting: {e}"
+                    )),
+                });
+            }
+            alias_id
         }
-        Ok(ResolvedTag::Deferred(_)) => Ok(TagFinding::Deferred),
-        Err(TagRejection::Storage(e)) => Err(e),
-        Err(rejection) => Ok(TagFinding::Invalid {
-            reason: rejection.to_string(),
-        }),
+        Err(TagRejection::Storage(e)) => return Err(e),
+        Err(rejection) => {
+            return Ok(Found::Tag(TagFinding::Invalid {
+                reason: rejection.to_string(),
+            }))
+        }
+    };
+    let alias = ctx.storage.alias_by_id(&alias_id).await?;
+    Ok(Found::Tag(match alias {
+        Some(a) if a.integration == ctx.integration.config.id => TagFinding::Alias {
+            state: alias_state(&a),
+            alias_id: a.id,
+        },
+        _ => TagFinding::Invalid {
+            reason: "the tag names an alias this integration never issued".into(),
+        },
+    }))
+}
+
+/// Makes sure the deferred meeting's alias `alias_id` exists, drawing it for the TOK's
+/// requester if not.
+async fn reserve_deferred_alias(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    statement: &Statement,
+    alias_id: &str,
+) -> Result<(), AllocateError> {
+    if ctx.storage.alias_by_id(alias_id).await?.is_some() {
+        return Ok(());
     }
+    let identity = Identity {
+        user_id: statement.user_id.clone(),
+        email: statement.email.clone(),
+        display_name: statement.name.clone(),
+        method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
+        expires_at: statement.exp,
+    };
+    let request = AliasContext {
+        identity: &identity,
+        subject: &item.subject,
+        now_unix: ctx.clock.now_unix(),
+        via: Requested::DeferredTok { alias_id },
+    };
+    alias_service::allocate(
+        &ctx.storage,
+        &ctx.integration,
+        &request,
+        &ctx.public_host,
+        &ctx.alias_stats,
+    )
+    .await?;
+    tracing::info!(uid = %item.uid, alias = alias_id, "alias drawn for a deferred meeting");
+    Ok(())
 }
 
 fn alias_state(alias: &StoredAlias) -> AliasState {
@@ -383,6 +563,10 @@ fn plan(
         }
         Decision::Defer { schedule, .. } => {
             meeting.state = MeetingState::Deferred.as_str().into();
+            meeting.alias_id = Some(alias_service::deferred_alias_id(
+                &integration.config.id,
+                &item.uid,
+            ));
             meeting.is_series = schedule.is_series();
             meeting.schedule_json = schedule_json(schedule);
             commit.operation.error_code = "deferred".into();
