@@ -7,6 +7,7 @@
 //! does it); the pane must be built into `dist/` (`cargo xtask build-pane`).
 
 pub mod blocking_proxy;
+pub mod cluster;
 pub mod mailbox;
 
 use std::io::{BufRead, BufReader};
