@@ -347,3 +347,87 @@ async fn failover_run(storage_url: &str) -> Result<()> {
     assert!(slowest < FAILOVER_BOUND.as_secs_f64());
     Ok(())
 }
+
+/// On SQLite one instance leads: a second process on the same database file says so in its
+/// log and stands by; when the first is killed the second takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_second_instance_stands_by_and_takes_over_when_the_first_dies() -> Result<()> {
+    let sim = Sim::start().await?;
+    let ews = sim.running.simulator.ews.clone();
+    let mut first = ServerProcess::start(vmr_e2e::mailbox::watching_setup(&sim, "")?)?;
+    let url = format!("sqlite://{}", first.dir.path().join("vmr.db").display());
+    let mut second_setup = vmr_e2e::mailbox::watching_setup(&sim, "")?;
+    second_setup.storage_url = Some(url.clone());
+    let second = ServerProcess::start(second_setup)?;
+    let store = vmr_store::Storage::open(&url, 2).await?;
+    let (first_pid, second_pid) = match (first.pid(), second.pid()) {
+        (Some(a), Some(b)) => (i64::from(a), i64::from(b)),
+        _ => bail!("a process has no pid"),
+    };
+    let leader = || async {
+        let instances = store.management_instances().await?;
+        Ok(store
+            .mailbox_leaders()
+            .await?
+            .into_iter()
+            .find(|l| l.integration == "default")
+            .and_then(|l| {
+                instances
+                    .into_iter()
+                    .find(|i| i.instance_id == l.instance_id)
+            })
+            .map(|i| i.pid)) as Result<Option<i64>>
+    };
+    wait_until(Duration::from_secs(30), || async {
+        Ok(leader().await?.filter(|&pid| pid == first_pid))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the first instance did not lead: {e}"))?;
+    wait_until(Duration::from_secs(20), || async {
+        Ok(second.log_text().contains("stays standby").then_some(()))
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "the second instance did not warn that it stands by: {e}; its log:\n{}",
+            second.log_text()
+        )
+    })?;
+    assert_eq!(leader().await?, Some(first_pid), "the second never led");
+
+    let start = now_ms() + 7 * DAY;
+    let organizer = vmr_simulator::outlook::DEFAULT_ORGANIZER;
+    let before = ews.send_meeting(meeting(
+        organizer,
+        "Before",
+        "<p>no tag</p>",
+        start,
+        start + HOUR,
+    ))?;
+    vmr_e2e::mailbox::wait_for_replies(&sim, organizer, &before, 1, Duration::from_secs(30))
+        .await?;
+
+    first.stop();
+    let killed = Instant::now();
+    wait_until(FAILOVER_BOUND, || async {
+        Ok(leader().await?.filter(|&pid| pid == second_pid))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the second instance did not take over: {e}"))?;
+    eprintln!(
+        "SQLite standby took over {:.1} s after the first instance was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let after = ews.send_meeting(meeting(
+        organizer,
+        "After",
+        "<p>no tag</p>",
+        start + DAY,
+        start + DAY + HOUR,
+    ))?;
+    vmr_e2e::mailbox::wait_for_replies(&sim, organizer, &after, 1, Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replies(&sim, organizer, &before)?.len(), 1);
+    assert_eq!(replies(&sim, organizer, &after)?.len(), 1);
+    Ok(())
+}
