@@ -4,7 +4,8 @@
 //! **PostgreSQL** is the coordination engine. The lease on an integration is a
 //! session-level advisory lock (`pg_try_advisory_lock`) on a stable 64-bit key derived
 //! from the integration id ([`integration_lease_key`]), held on one connection taken out
-//! of the pool for as long as this instance lives (its *lease session*). When a process
+//! of the pool for as long as this instance lives (its *lease session*; the pool opens a
+//! replacement, so an instance uses one connection more than `max_connections`). When a process
 //! dies, even by SIGKILL, its socket closes and PostgreSQL drops its locks at once, so
 //! another instance can take the lease on its next attempt. [`Leases::heartbeat`]
 //! verifies the session every few seconds; when it fails (or a lease query on it
@@ -249,6 +250,16 @@ impl Leases {
                     opened?;
                 }
             }
+        }
+        if outcome == Heartbeat::Lost {
+            // Best effort: the loss is what the caller must hear about. The rows still
+            // naming this instance are no longer true.
+            let _ = sqlx::query("DELETE FROM integration_leader WHERE instance_id = $1")
+                .bind(&self.me.instance_id)
+                .execute(&self.storage.pool)
+                .await;
+            let _ = self.beat(now).await;
+            return Ok(outcome);
         }
         self.beat(now).await?;
         Ok(outcome)
@@ -752,6 +763,15 @@ mod tests {
         );
         assert_eq!(a.heartbeat(T0 + 5).await.expect("beat"), Heartbeat::Lost);
         assert!(a.held().await.is_empty());
+        let leaders = storage_b.mailbox_leaders().await.expect("leaders");
+        assert_eq!(
+            leaders
+                .iter()
+                .map(|l| (l.integration.as_str(), l.instance_id.as_str()))
+                .collect::<Vec<_>>(),
+            [("x", "b"), ("y", "b")],
+            "a's rows went with its leases"
+        );
         // A's new session holds nothing but is live again.
         assert_eq!(a.heartbeat(T0 + 6).await.expect("beat"), Heartbeat::Kept);
         assert_eq!(b.live_instances(T0 + 6).await.expect("live").len(), 2);
