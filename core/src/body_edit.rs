@@ -110,8 +110,12 @@ impl VisibleText {
         if needle.is_empty() || needle.len() > self.chars.len() {
             return None;
         }
-        (from..=self.chars.len() - needle.len())
-            .find(|&i| needle.iter().enumerate().all(|(k, c)| self.chars[i + k].ch == *c))
+        (from..=self.chars.len() - needle.len()).find(|&i| {
+            needle
+                .iter()
+                .enumerate()
+                .all(|(k, c)| self.chars[i + k].ch == *c)
+        })
     }
 
     /// The body bytes of visible characters `first..=last`.
@@ -193,10 +197,7 @@ impl TemplateShape {
         let marker = VARIABLE_MARKER.chars().next().unwrap_or('\u{E000}');
         let visible = VisibleText::new(rendered, html).as_string();
         TemplateShape {
-            pieces: visible
-                .split(marker)
-                .map(|p| p.chars().collect())
-                .collect(),
+            pieces: visible.split(marker).map(|p| p.chars().collect()).collect(),
         }
     }
 
@@ -361,14 +362,22 @@ pub fn replace_deferral(
     let mut pos = 0;
     for (i, range) in block.iter().enumerate() {
         let kept = &body[pos..range.start];
-        out.push_str(&if html { kept.to_owned() } else { text_to_html(kept) });
+        out.push_str(&if html {
+            kept.to_owned()
+        } else {
+            text_to_html(kept)
+        });
         if i == 0 && range.start == insert_at {
             out.push_str(instructions_html);
         }
         pos = range.end;
     }
     let rest = &body[pos..];
-    out.push_str(&if html { rest.to_owned() } else { text_to_html(rest) });
+    out.push_str(&if html {
+        rest.to_owned()
+    } else {
+        text_to_html(rest)
+    });
     Ok(out)
 }
 

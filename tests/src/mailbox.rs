@@ -263,3 +263,82 @@ pub fn text_of(body: &Body) -> String {
         body.content.clone()
     }
 }
+
+/// What an edge answers when management cannot be reached: the placeholder instructions and
+/// the deferral statement (the `TOK:-…#` content).
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub placeholder_html: String,
+    pub tok: String,
+}
+
+/// Asks `edge` (whose management is down) for an alias for `organizer`, as the pane does;
+/// fails unless the answer is `deferred`.
+pub async fn defer(
+    sim: &Sim,
+    edge: &ServerProcess,
+    organizer: &str,
+    subject: &str,
+) -> Result<Deferred> {
+    let token = sim
+        .running
+        .simulator
+        .exchange
+        .identity_token(&IdentityClaims::new(edge.setup.pane_url(), organizer));
+    let body = serde_json::json!({
+        "integration": "default",
+        "subject": subject,
+        "organizer": { "name": vmr_simulator::exchange_identity::display_name_for(organizer), "email": organizer },
+    });
+    let response = crate::insecure_client()?
+        .post(format!("{}/api/v1/alias", edge.origin()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let json: serde_json::Value = response.json().await?;
+    let Some(d) = json.get("deferred") else {
+        bail!("the edge did not defer ({status}): {json}");
+    };
+    Ok(Deferred {
+        placeholder_html: d["placeholder"]["html"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        tok: d["tok"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// The placeholder and the wrapped `TOK:-…#` tag as the pane inserts them into an HTML body
+/// (`addin/src/pane.rs`, `with_tok`).
+pub fn deferred_block(placeholder_html: &str, tok: &str) -> String {
+    format!(
+        "{placeholder_html}<div style=\"font-family:monospace;font-size:8pt\">{}</div><br>",
+        vmr_protocol::tag::tok_tag_lines(tok).join("<br>")
+    )
+}
+
+/// A TOK signed with the e2e deferral key ([`crate::E2E_DEFERRAL_KEY`]) for `requester`,
+/// issued at `iat` and expiring at `exp` (Unix seconds): what an edge would mint, with any
+/// requester or lifetime a test needs.
+pub fn mint_tok(requester: &str, iat: i64, exp: i64) -> Result<String> {
+    let config = vmr_core::config::ManagementConfig {
+        deferral_key: Some(vmr_core::secret::Secret::new(crate::E2E_DEFERRAL_KEY)),
+        ..Default::default()
+    };
+    let keys = vmr_core::deferral::DeferralKeys::from_config(&config)?
+        .context("the deferral key was not loaded")?;
+    let identity = vmr_core::identity::Identity {
+        user_id: format!("{requester}-id"),
+        email: Some(requester.to_owned()),
+        display_name: Some(vmr_simulator::exchange_identity::display_name_for(
+            requester,
+        )),
+        method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
+        expires_at: exp,
+    };
+    let mut statement = keys.statement("default", &identity, Some(requester), iat);
+    statement.exp = exp;
+    Ok(keys.mint(&statement))
+}

@@ -12,10 +12,12 @@
 //!    placeholder + TOK with the joining instructions + PXPS
 //!    ([`vmr_core::body_edit::replace_deferral`]) and save it with `SendToAllAndSaveCopy`, so
 //!    every attendee gets the update from the organizer ([`Mailbox::update_organizer_body`]);
-//! 4. accept the resource's item with that alias ([`processor::accept_completed`]).
+//! 4. schedule the meeting with that alias: bind it, create the VMR and its windows
+//!    ([`processor::accept_completed`]), without replying to the resource's old item, which
+//!    the update of step 3 supersedes (Exchange refuses answers to outdated requests).
 //!
 //! The resource then receives the organizer's update, which names the same alias: the
-//! processor accepts it without drawing another. Without the right to impersonate organizers,
+//! processor accepts it — the organizer's one accept reply — without drawing another alias. Without the right to impersonate organizers,
 //! or when the organizer's copy is gone or no longer carries the TOK, the meeting is declined
 //! with the general-error reply and the operation log says why. Throttling and transient
 //! failures stop the pass; the meeting stays deferred and is tried again next cycle.
@@ -155,19 +157,18 @@ async fn update_organizer_copy(
 
 /// Sorts a mailbox failure acting as the organizer: permanent ones become a [`Refusal`]
 /// saying what to fix, the rest stop the pass.
-fn permanent(
-    error: MailboxError,
-    organizer: &str,
-) -> Result<Result<String, Refusal>, CycleError> {
+fn permanent(error: MailboxError, organizer: &str) -> Result<Result<String, Refusal>, CycleError> {
     match error {
         MailboxError::Denied(why) => Ok(Err(Refusal(format!(
             "cannot update the meeting as its organizer {organizer}: {why}; grant the service \
              account the ApplicationImpersonation role over organizers \
              (New-ManagementRoleAssignment)"
         )))),
-        MailboxError::NotFound(why) | MailboxError::Refused { message: why, .. } => Ok(Err(
-            Refusal(format!("cannot update the meeting as its organizer {organizer}: {why}")),
-        )),
+        MailboxError::NotFound(why) | MailboxError::Refused { message: why, .. } => {
+            Ok(Err(Refusal(format!(
+                "cannot update the meeting as its organizer {organizer}: {why}"
+            ))))
+        }
         other => Err(CycleError::Mailbox(other)),
     }
 }

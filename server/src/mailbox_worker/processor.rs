@@ -47,11 +47,21 @@ pub async fn process(ctx: &WorkerContext, item: &MeetingItem) -> Result<Processe
     } else {
         None
     };
-    apply(ctx, item, record, found).await
+    apply(ctx, item, record, found, Answer::Reply).await
 }
 
-/// Accepts the resource's item of a deferred meeting once its organizer's copy carries the
-/// alias `alias_id` ([`super::deferred`]): decided as if the item named that alias.
+/// Whether a decision's reply goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Reply,
+    /// Record the decision only: the item will be superseded before a reply could reach it.
+    Silent,
+}
+
+/// Schedules a deferred meeting once its organizer's copy carries the alias `alias_id`
+/// ([`super::deferred`]): decided as if the resource's item named that alias, without a
+/// reply — the organizer's update that carries the instructions supersedes this item at
+/// the resource, and that update is what gets the accept ([`deferral_follow_up`]).
 pub async fn accept_completed(
     ctx: &WorkerContext,
     item: &MeetingItem,
@@ -68,7 +78,11 @@ pub async fn accept_completed(
         }),
         None => Found::GeneralError(format!("the deferred meeting's alias {alias_id} is gone")),
     };
-    apply(ctx, item, record, Some(found)).await
+    let answer = match found {
+        Found::Tag(_) => Answer::Silent,
+        Found::GeneralError(_) => Answer::Reply,
+    };
+    apply(ctx, item, record, Some(found), answer).await
 }
 
 /// Declines the resource's item of a deferred meeting with the general-error reply, saying
@@ -82,7 +96,14 @@ pub async fn decline_deferred(
         .storage
         .meeting(&ctx.integration.config.id, &item.uid)
         .await?;
-    apply(ctx, item, record, Some(Found::GeneralError(detail))).await
+    apply(
+        ctx,
+        item,
+        record,
+        Some(Found::GeneralError(detail)),
+        Answer::Reply,
+    )
+    .await
 }
 
 /// What the tag of an item came to.
@@ -100,6 +121,7 @@ async fn apply(
     item: &MeetingItem,
     record: Option<MeetingRecord>,
     found: Option<Found>,
+    answer: Answer,
 ) -> Result<Processed, StorageError> {
     let now = ctx.clock.now_unix_ms();
     let stored = record.as_ref().and_then(stored_meeting);
@@ -164,11 +186,15 @@ async fn apply(
             Some(id) => ctx.storage.alias_by_id(&id).await?,
             None => None,
         };
-        let Some(commit) = plan(ctx, item, record.as_ref(), &decision, alias.as_ref(), now) else {
+        let Some(mut commit) = plan(ctx, item, record.as_ref(), &decision, alias.as_ref(), now)
+        else {
             return Ok(Processed::Unchanged {
                 why: "nothing to record",
             });
         };
+        if answer == Answer::Silent {
+            commit.reply = None;
+        }
         match ctx.storage.commit_scheduling(&commit).await? {
             CommitOutcome::Committed { reply_id, .. } => {
                 let outcome = outcome_name(&decision);
@@ -201,9 +227,10 @@ async fn apply(
 
 /// The organizer's update that a completed deferral sent ([`super::deferred`]) reaches the
 /// resource as a new request naming the meeting's own alias with nothing else changed: it is
-/// accepted (so the resource's calendar takes the instructions) without drawing an alias.
-/// Only a request message other than the one last answered qualifies, so a re-read of the
-/// same message, or of the resource's calendar item, answers nothing.
+/// accepted — the organizer's first answer from the resource, so with the new-meeting text —
+/// without drawing an alias. Only a request message other than the one last recorded
+/// qualifies, so a re-read of the same message, or of the resource's calendar item, answers
+/// nothing.
 fn deferral_follow_up(
     ctx: &WorkerContext,
     item: &MeetingItem,
@@ -213,7 +240,8 @@ fn deferral_follow_up(
 ) -> Option<Decision> {
     let (record, stored) = (record?, stored?);
     let deferred_alias = alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
-    let names_it = matches!(tag, Some(TagFinding::Alias { alias_id, .. }) if *alias_id == deferred_alias);
+    let names_it =
+        matches!(tag, Some(TagFinding::Alias { alias_id, .. }) if *alias_id == deferred_alias);
     let is_new_request = matches!(item.kind, MessageKind::Request(r) if r != RequestType::Outdated)
         && item.item_id != record.item_id;
     if !(names_it
@@ -225,9 +253,9 @@ fn deferral_follow_up(
     }
     Some(Decision::Accept {
         reply: if stored.schedule.is_series() {
-            AcceptReply::EditedSeries
+            AcceptReply::NewSeries
         } else {
-            AcceptReply::EditedSingle
+            AcceptReply::NewSingle
         },
         alias_id: deferred_alias,
         schedule: stored.schedule.clone(),
@@ -288,8 +316,7 @@ async fn find_tag(
     let alias_id = match resolved {
         Ok(ResolvedTag::Alias(id)) => id.alias_uuid,
         Ok(ResolvedTag::Deferred(statement)) => {
-            let alias_id =
-                alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
+            let alias_id = alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
             let completed = record.is_some_and(|r| {
                 r.alias_id.as_deref() == Some(alias_id.as_str())
                     && matches!(
@@ -298,13 +325,15 @@ async fn find_tag(
                     )
             });
             if !completed {
-                return Ok(match reserve_deferred_alias(ctx, item, &statement, &alias_id).await {
-                    Ok(()) => Found::Tag(TagFinding::Deferred),
-                    Err(AllocateError::Storage(e)) => return Err(e),
-                    Err(e) => Found::GeneralError(format!(
-                        "no alias for the deferred meeting: {e}"
-                    )),
-                });
+                return Ok(
+                    match reserve_deferred_alias(ctx, item, &statement, &alias_id).await {
+                        Ok(()) => Found::Tag(TagFinding::Deferred),
+                        Err(AllocateError::Storage(e)) => return Err(e),
+                        Err(e) => {
+                            Found::GeneralError(format!("no alias for the deferred meeting: {e}"))
+                        }
+                    },
+                );
             }
             alias_id
         }
