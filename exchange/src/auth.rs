@@ -2,8 +2,8 @@
 //!
 //! The EWS client ([`crate::ews::client`]) hands every request to the authenticator, which sends
 //! it: a scheme that only needs a header (Basic, Bearer) adds it and sends; a handshake scheme
-//! (NTLM, Negotiate — later) can run its legs on one connection inside [`Authenticator::send`]
-//! without the client knowing. After a 401 the client calls [`Authenticator::invalidate`] once
+//! (NTLM, [`crate::ntlm::NtlmAuth`]) runs its legs on a connection it owns inside
+//! [`Authenticator::send`] without the client knowing. After a 401 the client calls [`Authenticator::invalidate`] once
 //! and retries; a second 401 is reported as denied.
 //!
 //! Implemented here:
@@ -100,6 +100,21 @@ pub enum AuthError {
     /// The credential itself is unusable (a key that cannot sign, a certificate that is not PEM).
     #[error("the credential is unusable: {0}")]
     Credential(String),
+    /// A connection the authenticator owns (NTLM) failed: connecting, TLS, sending, timeout.
+    #[error("sending to {url} failed{}: {detail}", if *timed_out { " (timed out)" } else { "" })]
+    Connection {
+        url: String,
+        timed_out: bool,
+        detail: String,
+    },
+    /// The server refused a handshake scheme's credentials (NTLM: a 401 after the AUTHENTICATE
+    /// message), with what the client can tell about why.
+    #[error("{url} refused {scheme} authentication: {reason}")]
+    Rejected {
+        url: String,
+        scheme: &'static str,
+        reason: String,
+    },
 }
 
 impl AuthError {
@@ -107,11 +122,13 @@ impl AuthError {
     /// throttling), as opposed to credentials that are wrong.
     pub fn is_transient(&self) -> bool {
         match self {
-            AuthError::Transport { .. } | AuthError::TokenUnavailable { .. } => true,
+            AuthError::Transport { .. }
+            | AuthError::TokenUnavailable { .. }
+            | AuthError::Connection { .. } => true,
             AuthError::TokenRefused { error, .. } => {
                 matches!(error.as_str(), "temporarily_unavailable" | "server_error")
             }
-            AuthError::Credential(_) => false,
+            AuthError::Credential(_) | AuthError::Rejected { .. } => false,
         }
     }
 }
@@ -120,7 +137,7 @@ impl AuthError {
 #[async_trait]
 pub trait Authenticator: Send + Sync + std::fmt::Debug {
     /// Sends one request, doing whatever the scheme needs (a header for Basic/Bearer; NTLM
-    /// later does its legs on one connection here). Returns the response as soon as its
+    /// does its legs on a connection of its own here and ignores `http`). Returns the response as soon as its
     /// headers are in; the caller reads the body.
     async fn send(
         &self,

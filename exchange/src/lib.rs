@@ -7,9 +7,11 @@
 //! * [`ews`] — Exchange Web Services over SOAP 1.1 (Exchange 2016/2019/SE on-premises and
 //!   Exchange Online tenants that still allow EWS);
 //! * [`auth`] — how requests authenticate (Basic, OAuth2 client credentials), behind a trait
-//!   that handshake schemes (NTLM, Negotiate) fit into.
+//!   that handshake schemes fit into;
+//! * [`ntlm`] — NTLMv2 with channel binding (Extended Protection) on connections it owns.
 
 pub mod auth;
 pub mod ews;
 pub mod mailbox;
+pub mod ntlm;
 pub mod xml;

@@ -148,7 +148,8 @@ impl Drop for RunningSimulator {
 
 /// Binds `listen` (port 0 picks a free port), generates issuers for `https://<bound addr>` and
 /// a TLS certificate for its host, and serves [`Simulator::router`] over HTTPS in a background
-/// task. Must be called inside a Tokio runtime.
+/// task, each connection tagged for NTLM ([`ews::ntlm::ConnectionTag`]) and the certificate
+/// handed to the channel-binding check. Must be called inside a Tokio runtime.
 pub async fn start(listen: SocketAddr, tenant_id: &str) -> anyhow::Result<RunningSimulator> {
     start_with(listen, tenant_id, ews::ExchangeOptions::default()).await
 }
@@ -172,10 +173,16 @@ pub async fn start_with(
     })
     .await??;
     let config = tls.rustls_config().await?;
+    simulator.ews.ntlm().set_certificate(&tls.cert_der()?);
     let handle = axum_server::Handle::new();
     let app = simulator.router();
     let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
-    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    // Each connection gets a tag: NTLM authenticates connections, not requests.
+    let task = tokio::spawn(async move {
+        server
+            .serve(app.into_make_service_with_connect_info::<ews::ntlm::ConnectionTag>())
+            .await
+    });
     Ok(RunningSimulator {
         simulator,
         local_addr,

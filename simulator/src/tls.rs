@@ -57,6 +57,14 @@ impl TlsIdentity {
         &self.cert_pem
     }
 
+    /// The certificate, DER (what channel bindings hash).
+    pub fn cert_der(&self) -> anyhow::Result<Vec<u8>> {
+        use rustls::pki_types::pem::PemObject as _;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the generated certificate is not PEM: {e}"))?;
+        Ok(der.as_ref().to_vec())
+    }
+
     /// The private key, PKCS#8 PEM.
     pub fn key_pem(&self) -> &str {
         &self.key_pem

@@ -1,6 +1,7 @@
 //! The JSON control API of the simulated Exchange, for the demo and for processes that cannot
 //! call [`ExchangeServer`] in-process: meeting flows, inspection, scenario switches (mailboxes,
-//! AutomateProcessing and the other calendar-processing switches, mailbox version, fault injection) and the request log, all under
+//! AutomateProcessing and the other calendar-processing switches, mailbox version, fault injection,
+//! Windows authentication: Extended Protection, Basic, NTLM connection events) and the request log, all under
 //! `/sim/exchange/…`. Errors are `{"error": "…"}` with 400 (bad input) or 404 (unknown
 //! mailbox or meeting).
 
@@ -53,6 +54,10 @@ pub fn router(server: Arc<ExchangeServer>) -> Router {
         .route("/sim/exchange/version", put(set_version))
         .route("/sim/exchange/faults", post(inject).delete(clear_faults))
         .route("/sim/exchange/requests", get(requests))
+        .route("/sim/exchange/windows-auth", put(set_windows_auth))
+        .route("/sim/exchange/ntlm", get(ntlm_state))
+        .route("/sim/exchange/ntlm/forget", post(ntlm_forget))
+        .route("/sim/exchange/ntlm/close-next", post(ntlm_close_next))
         .with_state(server)
 }
 
@@ -244,4 +249,39 @@ async fn clear_faults(State(server): State<Arc<ExchangeServer>>) -> Response {
 
 async fn requests(State(server): State<Arc<ExchangeServer>>) -> Response {
     Json(server.requests()).into_response()
+}
+
+/// `PUT /sim/exchange/windows-auth` with `{"extended_protection": "off" | "accept" |
+/// "required", "basic": true}` (either field may be left out).
+async fn set_windows_auth(
+    State(server): State<Arc<ExchangeServer>>,
+    Json(body): Json<super::ntlm::WindowsAuthSettings>,
+) -> Response {
+    server.ntlm().apply(&body);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /sim/exchange/ntlm`: the switches and every NTLM event (challenges, authentications,
+/// refusals with their reason, requests let in by their connection).
+async fn ntlm_state(State(server): State<Arc<ExchangeServer>>) -> Response {
+    let ntlm = server.ntlm();
+    Json(serde_json::json!({
+        "extended_protection": ntlm.extended_protection(),
+        "basic": ntlm.basic(),
+        "records": ntlm.records(),
+    }))
+    .into_response()
+}
+
+/// `POST /sim/exchange/ntlm/forget`: every connection must authenticate again.
+async fn ntlm_forget(State(server): State<Arc<ExchangeServer>>) -> Response {
+    server.ntlm().forget_connections();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /sim/exchange/ntlm/close-next`: the next NTLM-authenticated response closes its
+/// connection.
+async fn ntlm_close_next(State(server): State<Arc<ExchangeServer>>) -> Response {
+    server.ntlm().close_after_next_response();
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -1,5 +1,6 @@
 //! The HTTP side of the simulated EWS endpoint: `POST /EWS/Exchange.asmx`, authentication as
-//! IIS answers it (Basic here; a 401 offers Negotiate, NTLM and Basic with an HTML body), the
+//! IIS answers it (a 401 offers Negotiate, NTLM and — when enabled — Basic with an HTML body;
+//! NTLM with Extended Protection is [`super::ntlm`], tied to the request's connection), the
 //! `ExchangeImpersonation` header checked against the account's grants, schema validation of
 //! the operation and every SOAP header (ErrorSchemaValidation faults with line and position),
 //! injected faults and throttling budgets, the request log, and `GetStreamingEvents` as one
@@ -19,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -28,6 +30,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use super::model::{normalize_email, Event};
+use super::ntlm::{ConnectionTag, NtlmOutcome};
 use super::operations::{self, grants, Outcome, RequestContext};
 use super::soap::{self, NS_T};
 use super::{ExchangeServer, Fault, RequestRecord, ServiceAccount};
@@ -57,13 +60,41 @@ fn xml_response(status: StatusCode, xml: String) -> Response {
         .into_response()
 }
 
-/// The IIS 401 challenge.
-fn unauthorized(headers: &HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or(h).to_owned())
-        .unwrap_or_else(|| "localhost".to_owned());
+/// The IIS 401 challenge (Basic only while it is enabled).
+fn unauthorized(server: &ExchangeServer, headers: &HeaderMap) -> Response {
+    let mut response = unauthorized_page();
+    let h = response.headers_mut();
+    h.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Negotiate"),
+    );
+    h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("NTLM"));
+    if server.ntlm().basic() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.split(':').next().unwrap_or(h).to_owned())
+            .unwrap_or_else(|| "localhost".to_owned());
+        if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{host}\"")) {
+            h.append(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    response
+}
+
+/// The second NTLM leg: 401 carrying the CHALLENGE message.
+fn ntlm_challenge(challenge: &[u8]) -> Response {
+    let mut response = unauthorized_page();
+    if let Ok(value) = HeaderValue::from_str(&format!("NTLM {}", B64.encode(challenge))) {
+        response
+            .headers_mut()
+            .append(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// IIS's 401 page, without `WWW-Authenticate`.
+fn unauthorized_page() -> Response {
     let mut response = (
         StatusCode::UNAUTHORIZED,
         "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd\">\r\n\
@@ -77,14 +108,6 @@ fn unauthorized(headers: &HeaderMap) -> Response {
         .into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    h.append(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Negotiate"),
-    );
-    h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("NTLM"));
-    if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{host}\"")) {
-        h.append(header::WWW_AUTHENTICATE, value);
-    }
     h.insert("X-Powered-By", HeaderValue::from_static("ASP.NET"));
     response
 }
@@ -106,10 +129,58 @@ enum Credentials {
     AppToken(ServiceAccount),
 }
 
-fn authenticate(server: &ExchangeServer, headers: &HeaderMap) -> Option<Credentials> {
+/// What authentication decided.
+enum Authentication {
+    /// Let in; `via_ntlm` when by the connection's NTLM authentication.
+    Granted {
+        credentials: Credentials,
+        via_ntlm: bool,
+    },
+    /// The second NTLM leg.
+    Challenge(Vec<u8>),
+    Denied,
+}
+
+fn authenticate(
+    server: &ExchangeServer,
+    headers: &HeaderMap,
+    connection: Option<&ConnectionTag>,
+) -> Authentication {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let now = u64::try_from(server.now_unix_ms().saturating_add(11_644_473_600_000)).unwrap_or(0);
+    match server
+        .ntlm()
+        .handle(connection, authorization, server.accounts(), now * 10_000)
+    {
+        NtlmOutcome::NotNtlm => {}
+        NtlmOutcome::Challenge(challenge) => return Authentication::Challenge(challenge),
+        NtlmOutcome::Refused => return Authentication::Denied,
+        NtlmOutcome::Authenticated(username) => {
+            return match server.accounts().iter().find(|a| a.username == username) {
+                Some(account) => Authentication::Granted {
+                    credentials: Credentials::Account(account.clone()),
+                    via_ntlm: true,
+                },
+                None => Authentication::Denied,
+            }
+        }
+    }
+    match other_schemes(server, headers) {
+        Some(credentials) => Authentication::Granted {
+            credentials,
+            via_ntlm: false,
+        },
+        None => Authentication::Denied,
+    }
+}
+
+/// Basic (while enabled) and Bearer.
+fn other_schemes(server: &ExchangeServer, headers: &HeaderMap) -> Option<Credentials> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("Basic") {
+    if scheme.eq_ignore_ascii_case("Basic") && server.ntlm().basic() {
         let decoded = String::from_utf8(B64.decode(rest.trim()).ok()?).ok()?;
         let (user, password) = decoded.split_once(':')?;
         let user = user
@@ -149,6 +220,7 @@ fn impersonated_address(header: roxmltree::Node) -> Option<String> {
 
 async fn ews(
     State(server): State<Arc<ExchangeServer>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -160,9 +232,35 @@ async fn ews(
         early: false,
         impersonated: None,
     };
-    let (response, record) = handle(&server, &headers, &body, &mut record)
-        .await
-        .finish(record);
+    let connection = extensions
+        .get::<ConnectInfo<ConnectionTag>>()
+        .map(|info| &info.0);
+    let (handled, via_ntlm) = match authenticate(&server, &headers, connection) {
+        Authentication::Granted {
+            credentials,
+            via_ntlm,
+        } => (
+            handle(&server, credentials, &headers, &body, &mut record).await,
+            via_ntlm,
+        ),
+        Authentication::Challenge(challenge) => (
+            Handled(ntlm_challenge(&challenge), Some("NtlmChallenge".to_owned())),
+            false,
+        ),
+        Authentication::Denied => (
+            Handled(
+                unauthorized(&server, &headers),
+                Some("Unauthorized".to_owned()),
+            ),
+            false,
+        ),
+    };
+    let (mut response, record) = handled.finish(record);
+    if via_ntlm && server.ntlm().take_close() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     server.record(record);
     response
 }
@@ -222,13 +320,11 @@ fn server_busy(server: &ExchangeServer, fault: Fault, op: &str, back_off_ms: u64
 
 async fn handle(
     server: &Arc<ExchangeServer>,
+    credentials: Credentials,
     headers: &HeaderMap,
     body: &Bytes,
     record: &mut RequestRecord,
 ) -> Handled {
-    let Some(credentials) = authenticate(server, headers) else {
-        return Handled(unauthorized(headers), Some("Unauthorized".to_owned()));
-    };
     if body.len() > MAX_REQUEST_BYTES {
         return fault_response("ErrorInvalidRequest", "The request is too large.");
     }
@@ -265,7 +361,10 @@ async fn handle(
             }
             Fault::Http503 => return Handled(service_unavailable(), Some("Http503".to_owned())),
             Fault::Unauthorized => {
-                return Handled(unauthorized(headers), Some("Unauthorized".to_owned()))
+                return Handled(
+                    unauthorized(server, headers),
+                    Some("Unauthorized".to_owned()),
+                )
             }
             Fault::Malformed => {
                 let full = soap::envelope(

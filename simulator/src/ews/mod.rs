@@ -10,6 +10,7 @@
 //! - [`items_xml`]: items rendered in schema element order, honouring the requested shape.
 //! - [`operations`]: one handler per EWS operation.
 //! - [`http`]: the route, Basic authentication as IIS does it, faults, streaming bodies.
+//! - [`ntlm`]: NTLMv2 per connection with Extended Protection (channel binding), as IIS.
 //! - [`control`]: the JSON control routes.
 //!
 //! Everything follows real Exchange's wire format (reference §1), not any one client's habits:
@@ -20,6 +21,7 @@ pub mod flows;
 pub mod http;
 pub mod items_xml;
 pub mod model;
+pub mod ntlm;
 pub mod operations;
 pub mod soap;
 
@@ -327,6 +329,7 @@ pub struct ExchangeServer {
     clock: SharedClock,
     oauth: Option<OAuthApp>,
     tokens: Mutex<Vec<(String, UnixMs)>>,
+    ntlm: ntlm::NtlmServer,
 }
 
 impl std::fmt::Debug for ExchangeServer {
@@ -372,6 +375,7 @@ impl ExchangeServer {
             clock: options.clock,
             oauth: options.oauth,
             tokens: Mutex::new(Vec::new()),
+            ntlm: ntlm::NtlmServer::default(),
         })
     }
 
@@ -543,6 +547,11 @@ impl ExchangeServer {
         lock(&self.tokens)
             .iter()
             .any(|(t, expires)| t == token && *expires > now)
+    }
+
+    /// Windows authentication (NTLM, Extended Protection, the Basic switch).
+    pub fn ntlm(&self) -> &ntlm::NtlmServer {
+        &self.ntlm
     }
 
     /// The router: the EWS endpoint and the JSON control routes.
