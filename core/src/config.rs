@@ -753,6 +753,14 @@ pub enum ExchangeAuth {
         /// From `password`, `password_env` or `password_file`.
         password: Secret,
     },
+    /// `method = "ntlm"`: NTLMv2 on the connection, with channel binding to the
+    /// server's TLS certificate (Extended Protection, on from Exchange 2019 CU14).
+    Ntlm {
+        /// `DOMAIN\user` or `user@domain` (a UPN).
+        username: String,
+        /// From `password`, `password_env` or `password_file`.
+        password: Secret,
+    },
     /// `method = "oauth2"`: app-only OAuth2, client-credentials grant.
     OAuth2 {
         /// Entra ID tenant (id or domain); sets the default `token_url`.
@@ -769,10 +777,11 @@ pub enum ExchangeAuth {
 }
 
 impl ExchangeAuth {
-    /// The `method` value this came from (`"basic"`, `"oauth2"`).
+    /// The `method` value this came from (`"basic"`, `"ntlm"`, `"oauth2"`).
     pub fn method(&self) -> &'static str {
         match self {
             ExchangeAuth::Basic { .. } => "basic",
+            ExchangeAuth::Ntlm { .. } => "ntlm",
             ExchangeAuth::OAuth2 { .. } => "oauth2",
         }
     }
@@ -959,6 +968,35 @@ impl ExchangeConfig {
                 }
                 if password.expose().is_empty() {
                     return Err(ConfigError::key(key("password"), "must not be empty"));
+                }
+            }
+            ExchangeAuth::Ntlm { username, password } => {
+                let (domain, user) = username.split_once('\\').unwrap_or(("", username));
+                if user.is_empty()
+                    || username.chars().any(|c| c.is_control())
+                    || user.contains('\\')
+                    || (username.contains('\\') && domain.is_empty())
+                {
+                    return Err(ConfigError::key(
+                        key("username"),
+                        format!(
+                            "must be DOMAIN\\user or user@domain (no control characters), \
+                             found {username:?}"
+                        ),
+                    ));
+                }
+                if password.expose().is_empty() {
+                    return Err(ConfigError::key(key("password"), "must not be empty"));
+                }
+                if !self.ews_url.starts_with("https://") {
+                    return Err(ConfigError::key(
+                        format!("{at}.ews_url"),
+                        format!(
+                            "method = \"ntlm\" needs an https:// EWS URL (the channel binding \
+                             is to the server's TLS certificate), found {:?}",
+                            self.ews_url
+                        ),
+                    ));
                 }
             }
             ExchangeAuth::OAuth2 {
@@ -1154,7 +1192,7 @@ impl ExchangeToml {
         let Some(auth) = self.auth else {
             return Err(ConfigError::key(
                 key("auth"),
-                "is required: an [integration.exchange.auth] table with method = \"basic\" or \"oauth2\"",
+                "is required: an [integration.exchange.auth] table with method = \"ntlm\", \"basic\" or \"oauth2\"",
             ));
         };
         let auth = auth.resolve(&key("auth"), env)?;
@@ -1191,7 +1229,7 @@ impl ExchangeAuthToml {
         let Some(method) = self.method else {
             return Err(ConfigError::key(
                 key("method"),
-                "is required: \"basic\" or \"oauth2\"",
+                "is required: \"ntlm\", \"basic\" or \"oauth2\"",
             ));
         };
         let basic_keys = [
@@ -1220,21 +1258,21 @@ impl ExchangeAuthToml {
                 None => Ok(()),
             };
         match method {
-            ExchangeAuthMethodToml::Ntlm => Err(ConfigError::key(
-                key("method"),
-                "\"ntlm\" is not supported yet (NTLM arrives with issue 8); use \"basic\" or \"oauth2\"",
-            )),
             ExchangeAuthMethodToml::Kerberos => Err(ConfigError::key(
                 key("method"),
-                "\"kerberos\" is not supported yet (NTLM arrives with issue 8, Kerberos after it); \
-                 use \"basic\" or \"oauth2\"",
+                "\"kerberos\" is not supported yet; use \"ntlm\", \"basic\" or \"oauth2\"",
             )),
-            ExchangeAuthMethodToml::Basic => {
-                refuse_others("basic", &oauth_keys)?;
+            ExchangeAuthMethodToml::Basic | ExchangeAuthMethodToml::Ntlm => {
+                let name = if method == ExchangeAuthMethodToml::Ntlm {
+                    "ntlm"
+                } else {
+                    "basic"
+                };
+                refuse_others(name, &oauth_keys)?;
                 let Some(username) = self.username else {
                     return Err(ConfigError::key(
                         key("username"),
-                        "method = \"basic\" needs the service account's user name",
+                        format!("method = \"{name}\" needs the service account's user name"),
                     ));
                 };
                 let password = resolve_secret(
@@ -1248,11 +1286,17 @@ impl ExchangeAuthToml {
                 .ok_or_else(|| {
                     ConfigError::key(
                         key("password"),
-                        "method = \"basic\" needs the password: give one of password, \
-                         password_env (an environment variable) or password_file",
+                        format!(
+                            "method = \"{name}\" needs the password: give one of password, \
+                             password_env (an environment variable) or password_file"
+                        ),
                     )
                 })?;
-                Ok(ExchangeAuth::Basic { username, password })
+                Ok(if method == ExchangeAuthMethodToml::Ntlm {
+                    ExchangeAuth::Ntlm { username, password }
+                } else {
+                    ExchangeAuth::Basic { username, password }
+                })
             }
             ExchangeAuthMethodToml::Oauth2 => {
                 refuse_others("oauth2", &basic_keys)?;
@@ -3030,15 +3074,91 @@ mod exchange_tests {
     }
 
     #[test]
-    fn ntlm_and_kerberos_are_not_supported_yet() {
-        for method in ["ntlm", "kerberos"] {
+    fn ntlm_reads_user_and_password_like_basic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, format!("{PASSWORD}\n")).expect("write");
+        for (auth, env) in [
+            (format!("password = \"{PASSWORD}\""), vec![]),
+            (
+                "password_env = \"VMR_NTLM_PW\"".to_owned(),
+                vec![("VMR_NTLM_PW", PASSWORD)],
+            ),
+            (format!("password_file = {}", toml_path(&file)), vec![]),
+        ] {
+            for username in ["CONTOSO\\\\svc-vmr", "svc-vmr@contoso.com"] {
+                let toml = with(
+                    "",
+                    &format!("method = \"ntlm\"\nusername = \"{username}\"\n{auth}"),
+                );
+                let config = exchange(&toml, &env);
+                let want = username.replace("\\\\", "\\");
+                assert_eq!(
+                    config.auth,
+                    ExchangeAuth::Ntlm {
+                        username: want,
+                        password: Secret::new(PASSWORD),
+                    },
+                    "{toml}"
+                );
+                assert_eq!(config.auth.method(), "ntlm");
+            }
+        }
+    }
+
+    #[test]
+    fn ntlm_errors_name_the_key() {
+        let ntlm = |extra: &str| with("", &format!("method = \"ntlm\"\n{extra}"));
+        assert_refused(
+            &ntlm(&format!("password = \"{PASSWORD}\"")),
+            &[],
+            "integration[0].exchange.auth.username",
+            "method = \"ntlm\" needs the service account's user name",
+        );
+        assert_refused(
+            &ntlm("username = \"CONTOSO\\\\svc\""),
+            &[],
+            "integration[0].exchange.auth.password",
+            "method = \"ntlm\" needs the password",
+        );
+        for bad in ["\\\\svc", "CONTOSO\\\\", "A\\\\B\\\\c"] {
             assert_refused(
-                &with("", &format!("method = \"{method}\"")),
+                &ntlm(&format!("username = \"{bad}\"\npassword = \"{PASSWORD}\"")),
                 &[],
-                "integration[0].exchange.auth.method",
-                &format!("\"{method}\" is not supported yet (NTLM arrives with issue 8"),
+                "integration[0].exchange.auth.username",
+                "must be DOMAIN\\user or user@domain",
             );
         }
+        assert_refused(
+            &ntlm(&format!(
+                "username = \"svc@contoso.com\"\npassword = \"{PASSWORD}\"\nclient_id = \"c\""
+            )),
+            &[],
+            "integration[0].exchange.auth.client_id",
+            "not used with method = \"ntlm\"",
+        );
+        let http = format!(
+            "[[integration]]\nid = \"a\"\nresource_email = \"room-a@example.com\"\n\
+             [integration.exchange]\news_url = \"http://mail.example.com/EWS/Exchange.asmx\"\n\
+             allow_insecure_http = true\n[integration.exchange.auth]\nmethod = \"ntlm\"\n\
+             username = \"svc@contoso.com\"\npassword = \"{PASSWORD}\"\n"
+        );
+        assert_refused(
+            &http,
+            &[],
+            "integration[0].exchange.ews_url",
+            "method = \"ntlm\" needs an https:// EWS URL",
+        );
+    }
+
+    #[test]
+    fn kerberos_is_not_supported_yet() {
+        assert_refused(
+            &with("", "method = \"kerberos\""),
+            &[],
+            "integration[0].exchange.auth.method",
+            "\"kerberos\" is not supported yet; use \"ntlm\"",
+        );
         assert_refused(
             &with("", "username = \"u\""),
             &[],

@@ -124,10 +124,12 @@ fn access_described(exchange: &ExchangeConfig) -> String {
     }
 }
 
-/// The service account (Basic) or the app registration (OAuth2).
+/// The service account (Basic, NTLM) or the app registration (OAuth2).
 fn account_of(exchange: &ExchangeConfig) -> String {
     match &exchange.auth {
-        ExchangeAuth::Basic { username, .. } => username.clone(),
+        ExchangeAuth::Basic { username, .. } | ExchangeAuth::Ntlm { username, .. } => {
+            username.clone()
+        }
         ExchangeAuth::OAuth2 { client_id, .. } => client_id.clone(),
     }
 }
@@ -144,7 +146,10 @@ fn explain_denied(
     let q = powershell_quote;
     if text.contains("ErrorImpersonateUserDenied") || text.contains("ErrorAccessDenied") {
         match (exchange.access, &exchange.auth) {
-            (MailboxAccess::Impersonation, ExchangeAuth::Basic { .. }) => {
+            (
+                MailboxAccess::Impersonation,
+                ExchangeAuth::Basic { .. } | ExchangeAuth::Ntlm { .. },
+            ) => {
                 report.fail(format!(
                     "{account} may not impersonate {mailbox} ({text}); run:\n         \
                      New-ManagementRoleAssignment -Name {} -Role ApplicationImpersonation -User {}",

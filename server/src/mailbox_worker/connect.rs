@@ -1,6 +1,7 @@
 //! From an integration's `[integration.exchange]` table to a connected [`Mailbox`]: the HTTPS
-//! client (extra CA, or the demo's accept-anything switch), the authenticator (Basic or OAuth2
-//! client credentials with a secret or a certificate), the EWS client (server version,
+//! client (extra CA, or the demo's accept-anything switch), the authenticator (Basic, NTLMv2 with
+//! channel binding on connections of its own with the same TLS trust, or OAuth2 client
+//! credentials with a secret or a certificate), the EWS client (server version,
 //! impersonation or delegate access, concurrency, timeouts) and the notification listener.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use vmr_exchange::ews::mailbox::EwsMailbox;
 use vmr_exchange::ews::request::RequestContext;
 use vmr_exchange::ews::streaming::ListenerOptions;
 use vmr_exchange::mailbox::{Folder, Mailbox};
+use vmr_exchange::ntlm::{NtlmAuth, NtlmTls};
 
 /// The EWS mailbox `key` (for errors, e.g. `integration[0].exchange`) describes, watching
 /// `mailbox` (the configured one or the integration's resource).
@@ -97,6 +99,22 @@ fn authenticator(
     Ok(match &exchange.auth {
         ExchangeAuth::Basic { username, password } => {
             Arc::new(BasicAuth::new(username.clone(), password.clone()))
+        }
+        ExchangeAuth::Ntlm { username, password } => {
+            // NTLM opens its own connections: the same trust as the reqwest client's.
+            let extra_ca = match &exchange.ca_file {
+                Some(ca) => std::fs::read(ca)
+                    .with_context(|| format!("{key}.ca_file: reading {}", ca.display()))?,
+                None => Vec::new(),
+            };
+            let tls = NtlmTls::new(&extra_ca, exchange.danger_accept_invalid_certs)
+                .with_context(|| format!("{key}.ca_file"))?;
+            Arc::new(NtlmAuth::new(
+                username.clone(),
+                password.clone(),
+                tls,
+                clock,
+            ))
         }
         ExchangeAuth::OAuth2 {
             token_url,
