@@ -337,3 +337,85 @@ async fn basic_is_offered_and_accepted_only_while_enabled() {
         .collect();
     assert_eq!(offered, vec!["Negotiate", "NTLM"]);
 }
+
+#[tokio::test]
+async fn a_streaming_subscription_keeps_its_connection_while_requests_use_another() {
+    use vmr_core::meeting::{Body, Person};
+    use vmr_exchange::ews::streaming::ListenerOptions;
+    use vmr_exchange::mailbox::Wake;
+
+    let sim = simulator().await;
+    let auth = Arc::new(ntlm(&sim, "CONTOSO\\svc-vmr", DEFAULT_SERVICE_PASSWORD));
+    let client = client(&sim, auth.clone());
+    let mailbox = Arc::new(EwsMailbox::with_listener_options(
+        client.clone(),
+        vec![Folder::Inbox, Folder::Calendar],
+        ListenerOptions {
+            streaming: true,
+            connection_minutes: 1,
+            ..ListenerOptions::default()
+        },
+    ));
+    let waiting = {
+        let mailbox = mailbox.clone();
+        tokio::spawn(async move { mailbox.wait_for_changes(Duration::from_secs(15)).await })
+    };
+    // Until GetStreamingEvents is open…
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !sim
+        .simulator
+        .ews
+        .requests()
+        .iter()
+        .any(|r| r.operation == "GetStreamingEvents")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no GetStreamingEvents: {:?}",
+            sim.simulator.ews.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // …an ordinary request cannot share its connection: it authenticates a second one.
+    get_folder(&client)
+        .await
+        .expect("GetFolder beside the stream");
+    let start = sim.simulator.ews.now_unix_ms() + 86_400_000;
+    sim.simulator
+        .ews
+        .send_meeting(vmr_simulator::ews::SendMeeting {
+            organizer: Person {
+                name: "Alice Organizer".into(),
+                email: vmr_simulator::ews::DEFAULT_ORGANIZER.into(),
+            },
+            subject: "Over NTLM".into(),
+            body: Body {
+                html: false,
+                content: "agenda".into(),
+            },
+            start,
+            end: start + 1_800_000,
+            time_zone: "W. Europe Standard Time".into(),
+            recurrence: None,
+            required: vec![],
+            optional: vec![],
+            resources: vec![DEFAULT_RESOURCE.into()],
+        })
+        .expect("send");
+    let woke = waiting.await.expect("task").expect("wait");
+    assert_eq!(woke, Wake::Changed);
+    let stats = auth.stats();
+    assert_eq!(
+        (stats.connections, stats.authenticated),
+        (2, 2),
+        "{stats:?}"
+    );
+    let all = records(&sim);
+    let authenticated: Vec<u64> = all
+        .iter()
+        .filter(|r| r.step == NtlmStep::Authenticated)
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(authenticated.len(), 2, "{all:?}");
+    assert_ne!(authenticated[0], authenticated[1], "{all:?}");
+}
