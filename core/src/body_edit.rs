@@ -2,7 +2,8 @@
 //!
 //! When management was down, the pane inserted the placeholder text and a `TOK:-…#` tag; the
 //! mailbox worker later swaps both for the joining instructions and their `PXPS:-…#` tag, in
-//! the organizer's own copy of the meeting ([`replace_deferral`]). Outlook reformats what the
+//! the organizer's own copy of the meeting; recovery swaps the instructions of a lost alias
+//! for those of a new one ([`replace_tagged_block`]). Outlook reformats what the
 //! pane inserted (new elements, spans, entities, line wraps), so blocks are found by their
 //! *visible* text with all whitespace ignored ([`VisibleText`]), never by their markup:
 //!
@@ -28,8 +29,8 @@ pub const MAX_VARIABLE_CHARS: usize = 400;
 /// Why a body could not be edited.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyEditError {
-    #[error("the body carries no TOK:-…# tag to replace")]
-    NoTok,
+    #[error("the body carries no {0}…# tag to replace")]
+    NoTag(&'static str),
 }
 
 /// One visible, non-whitespace character of a body and the bytes it came from.
@@ -208,7 +209,8 @@ impl TemplateShape {
 }
 
 /// Where the template's output is in `text`, as visible-character indexes `first..=last`:
-/// the last occurrence that starts before `before` (a visible index).
+/// the last occurrence that starts before `before` (a visible index; it may end after it
+/// when the template holds what starts there).
 fn find_shape(text: &VisibleText, shape: &TemplateShape, before: usize) -> Option<(usize, usize)> {
     const MIN_LITERAL_CHARS: usize = 12;
     if shape.literal_chars() < MIN_LITERAL_CHARS {
@@ -326,39 +328,69 @@ fn text_to_html(text: &str) -> String {
     out
 }
 
-/// The organizer's body with the deferred block — the placeholder (when found before the
-/// tag; `placeholder` is its [`TemplateShape`]) and the `TOK:-…#` tag — replaced by
-/// `instructions_html` (the joining instructions with their `PXPS:-…#` tag). The result is
-/// HTML; a plain-text body is escaped around the instructions.
-pub fn replace_deferral(
+/// Which of our tags a block ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagKind {
+    /// `TOK:-…#`: the placeholder block of a deferred request.
+    Tok,
+    /// `PXPS:-…#`: the joining instructions of an alias.
+    Pxps,
+}
+
+impl TagKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            TagKind::Tok => TOK_PREFIX,
+            TagKind::Pxps => PXPS_PREFIX,
+        }
+    }
+}
+
+/// `body` with our block — the template text `shape` (when found starting before the tag)
+/// and the first tag of `kind` — replaced by `new_html`: placeholder + TOK of a deferred
+/// request, or old instructions + PXPS of a lost alias, by new instructions + PXPS. The tag
+/// may sit inside the template text or follow it. The result is HTML; a plain-text body is
+/// escaped around the new block.
+pub fn replace_tagged_block(
     body: &str,
     html: bool,
-    placeholder: &TemplateShape,
-    instructions_html: &str,
+    kind: TagKind,
+    shape: &TemplateShape,
+    new_html: &str,
 ) -> Result<String, BodyEditError> {
     let text = VisibleText::new(body, html);
-    let (tok_first, tok_last) = find_tag_visible(&text, TOK_PREFIX).ok_or(BodyEditError::NoTok)?;
-    let tok = text.bytes(tok_first, tok_last);
-    // The byte ranges to remove, in order; the instructions go where the first one was.
+    let (tag_first, tag_last) =
+        find_tag_visible(&text, kind.prefix()).ok_or(BodyEditError::NoTag(kind.prefix()))?;
+    let tag = text.bytes(tag_first, tag_last);
+    // The byte ranges to remove, in order; the new block goes where the first one was.
     let mut block: Vec<Range<usize>> = Vec::with_capacity(2);
-    match find_shape(&text, placeholder, tok_first) {
-        Some((first, last)) if last < tok_first => {
-            let placeholder = text.bytes(first, last);
-            if !html {
-                block.push(placeholder.start..tok.end);
-            } else if last + 1 == tok_first {
-                // Nothing visible between them: one block.
-                block.push(widen_over_wrappers(body, placeholder.start..tok.end));
+    match find_shape(&text, shape, tag_first) {
+        // The tag is part of the template's text.
+        Some((first, last)) if last >= tag_first => {
+            let whole = text.bytes(first, last.max(tag_last));
+            block.push(if html {
+                widen_over_wrappers(body, whole)
             } else {
-                block.push(widen_over_wrappers(body, placeholder));
-                block.push(widen_over_wrappers(body, tok));
+                whole
+            });
+        }
+        Some((first, last)) => {
+            let found = text.bytes(first, last);
+            if !html {
+                block.push(found.start..tag.end);
+            } else if last + 1 == tag_first {
+                // Nothing visible between them: one block.
+                block.push(widen_over_wrappers(body, found.start..tag.end));
+            } else {
+                block.push(widen_over_wrappers(body, found));
+                block.push(widen_over_wrappers(body, tag));
             }
         }
-        _ if html => block.push(widen_over_wrappers(body, tok)),
-        _ => block.push(tok),
+        None if html => block.push(widen_over_wrappers(body, tag)),
+        None => block.push(tag),
     }
     let insert_at = block[0].start;
-    let mut out = String::with_capacity(body.len() + instructions_html.len());
+    let mut out = String::with_capacity(body.len() + new_html.len());
     let mut pos = 0;
     for (i, range) in block.iter().enumerate() {
         let kept = &body[pos..range.start];
@@ -368,7 +400,7 @@ pub fn replace_deferral(
             text_to_html(kept)
         });
         if i == 0 && range.start == insert_at {
-            out.push_str(instructions_html);
+            out.push_str(new_html);
         }
         pos = range.end;
     }
@@ -388,6 +420,26 @@ mod tests {
     const PLACEHOLDER: &str = "<div style=\"font-family:Calibri\">\nThis meeting will be hosted in a Virtual Meeting Room. Joining instructions will follow from \u{E000}.\n</div>";
     const INSTRUCTIONS: &str = "<div>Join at 8812345@vc.example.com</div><div>PXPS:-abc.def#</div>";
 
+    fn replace_deferral_for_test(
+        body: &str,
+        html: bool,
+        shape: &TemplateShape,
+        new_html: &str,
+    ) -> Result<String, BodyEditError> {
+        replace_tagged_block(body, html, TagKind::Tok, shape, new_html)
+    }
+
+    #[test]
+    fn old_instructions_holding_their_tag_are_replaced_whole() {
+        let template = "<p>Join the meeting: \u{E000} or dial \u{E000}</p><p>\u{E000}</p><p>Need help? Call IT.</p>";
+        let shape = TemplateShape::from_rendering(template, true);
+        let old = "<p>Join the meeting: 88111@vc.example.com or dial 88111</p><p>PXPS:-old.mac#</p><p>Need help? Call IT.</p>";
+        let body = format!("<p>Hello</p>{old}<p>Bye</p>");
+        let out = replace_tagged_block(&body, true, TagKind::Pxps, &shape, INSTRUCTIONS)
+            .expect("replaced");
+        assert_eq!(out, format!("<p>Hello</p>{INSTRUCTIONS}<p>Bye</p>"));
+    }
+
     fn shape() -> TemplateShape {
         TemplateShape::from_rendering(PLACEHOLDER, true)
     }
@@ -401,8 +453,9 @@ mod tests {
 
     #[test]
     fn the_pane_block_is_replaced_as_a_whole() {
-        let out = replace_deferral(&as_inserted_by_the_pane(), true, &shape(), INSTRUCTIONS)
-            .expect("replaced");
+        let out =
+            replace_deferral_for_test(&as_inserted_by_the_pane(), true, &shape(), INSTRUCTIONS)
+                .expect("replaced");
         assert_eq!(
             out,
             format!("<p>Agenda: budget &amp; plans</p>{INSTRUCTIONS}<br><p>Bye</p>")
@@ -418,7 +471,7 @@ mod tests {
             <p class=MsoNormal><span style='font-size:8.0pt'>TOK:-eyJhbGciOi<o:p></o:p></span></p>\
             <p class=MsoNormal><span style='font-size:8.0pt'>JIUzI1NiJ9.e30.sig#<o:p></o:p></span></p>\
             </body></html>";
-        let out = replace_deferral(body, true, &shape(), INSTRUCTIONS).expect("replaced");
+        let out = replace_deferral_for_test(body, true, &shape(), INSTRUCTIONS).expect("replaced");
         assert!(out.contains(INSTRUCTIONS), "{out}");
         assert!(!out.contains("TOK:-"), "{out}");
         assert!(!out.contains("Virtual&nbsp;Meeting"), "{out}");
@@ -433,7 +486,7 @@ mod tests {
     #[test]
     fn without_a_recognisable_placeholder_only_the_tag_goes() {
         let body = "<p>My own words</p><div>TOK:-a.b.c#</div><p>end</p>";
-        let out = replace_deferral(body, true, &shape(), INSTRUCTIONS).expect("replaced");
+        let out = replace_deferral_for_test(body, true, &shape(), INSTRUCTIONS).expect("replaced");
         assert_eq!(out, format!("<p>My own words</p>{INSTRUCTIONS}<p>end</p>"));
     }
 
@@ -443,14 +496,14 @@ mod tests {
             "{}<p>keep me</p><div>TOK:-a.b.c#</div>",
             PLACEHOLDER.replace('\u{E000}', "localhost")
         );
-        let out = replace_deferral(&body, true, &shape(), INSTRUCTIONS).expect("replaced");
+        let out = replace_deferral_for_test(&body, true, &shape(), INSTRUCTIONS).expect("replaced");
         assert_eq!(out, format!("{INSTRUCTIONS}<p>keep me</p>"));
     }
 
     #[test]
     fn a_plain_text_body_becomes_html() {
         let body = "Hi <team> & co\nThis meeting will be hosted in a Virtual Meeting Room. Joining instructions will follow from h.example.\nTOK:-a.b\n.c#\n\nBye";
-        let out = replace_deferral(body, false, &shape(), INSTRUCTIONS).expect("replaced");
+        let out = replace_deferral_for_test(body, false, &shape(), INSTRUCTIONS).expect("replaced");
         assert_eq!(
             out,
             format!("Hi &lt;team&gt; &amp; co<br>{INSTRUCTIONS}<br><br>Bye")
@@ -460,8 +513,8 @@ mod tests {
     #[test]
     fn a_body_without_a_tok_is_refused() {
         assert_eq!(
-            replace_deferral("<p>PXPS:-a.b#</p>", true, &shape(), INSTRUCTIONS),
-            Err(BodyEditError::NoTok)
+            replace_deferral_for_test("<p>PXPS:-a.b#</p>", true, &shape(), INSTRUCTIONS),
+            Err(BodyEditError::NoTag("TOK:-"))
         );
     }
 
@@ -471,7 +524,7 @@ mod tests {
             "<div>TOK:-a.b.c#</div>{}",
             PLACEHOLDER.replace('\u{E000}', "x.example")
         );
-        let out = replace_deferral(&body, true, &shape(), INSTRUCTIONS).expect("replaced");
+        let out = replace_deferral_for_test(&body, true, &shape(), INSTRUCTIONS).expect("replaced");
         assert!(out.starts_with(INSTRUCTIONS), "{out}");
         assert!(out.contains("Virtual Meeting Room"), "{out}");
     }

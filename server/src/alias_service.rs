@@ -63,9 +63,11 @@ pub enum Requested<'a> {
     /// The pane, with the identity's token (a fresh random alias id).
     Pane,
     /// The mailbox worker completing a deferred (TOK) meeting: the alias gets the fixed id
-    /// `alias_id` (derived from the meeting), so a repeated completion finds it instead of
+    /// `alias_id` ([`worker_alias_id`]), so a repeated completion finds it instead of
     /// drawing a second alias.
     DeferredTok { alias_id: &'a str },
+    /// `vmr-scheduler recover` replacing an alias lost with the database (fixed id as above).
+    Recovery { alias_id: &'a str },
 }
 
 /// Allocation counters for `/metrics` and status.
@@ -103,7 +105,9 @@ pub async fn allocate(
 
     let id = match request.via {
         Requested::Pane => Uuid::new_v4().simple().to_string(),
-        Requested::DeferredTok { alias_id } => alias_id.to_owned(),
+        Requested::DeferredTok { alias_id } | Requested::Recovery { alias_id } => {
+            alias_id.to_owned()
+        }
     };
     // The organizer recorded with the alias is who the token proves, never
     // what the request body claims (the mailbox later binds the meeting's real
@@ -113,6 +117,7 @@ pub async fn allocate(
     // How the requester proved who they are (recorded with the alias).
     let method = match (request.via, request.identity.method) {
         (Requested::DeferredTok { .. }, _) => "DEFERRED_TOK",
+        (Requested::Recovery { .. }, _) => "RECOVERY",
         (Requested::Pane, vmr_protocol::AuthMethod::ExchangeUserIdToken) => {
             "EXCHANGE_USER_ID_TOKEN"
         }
@@ -200,11 +205,12 @@ pub async fn allocate(
     })
 }
 
-/// The fixed alias id of the deferred (TOK) meeting `uid` of `integration` (32 hex digits,
-/// like a random one): completing the same meeting twice finds its alias again.
-pub fn deferred_alias_id(integration: &str, uid: &str) -> String {
+/// The fixed id of the alias the mailbox side draws itself for meeting `uid` of
+/// `integration` — for a deferred (TOK) meeting, or by recovery for a lost alias — (32 hex
+/// digits, like a random one): doing it twice finds the alias again.
+pub fn worker_alias_id(integration: &str, uid: &str) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("deferred-alias\0{integration}\0{uid}").as_bytes());
+    let digest = Sha256::digest(format!("worker-alias\0{integration}\0{uid}").as_bytes());
     hex::encode(&digest[..16])
 }
 
@@ -263,19 +269,33 @@ fn render_instructions(
     )
 }
 
-/// The shape of the placeholder text an edge inserted (see
-/// [`vmr_core::body_edit::TemplateShape`]), to find it again in the organizer's body.
-pub fn placeholder_shape(
+/// The shape of the block we put into meetings whose tag is of `kind` — the placeholder
+/// text an edge inserted (TOK) or the joining instructions (PXPS) — to find it again in an
+/// organizer's body (see [`vmr_core::body_edit::TemplateShape`]).
+pub fn block_shape(
     integration: &Integration,
+    kind: vmr_core::body_edit::TagKind,
 ) -> Result<vmr_core::body_edit::TemplateShape, TemplateError> {
-    let marker = vmr_core::body_edit::VARIABLE_MARKER;
-    let html = integration.templates.render(
-        "placeholder_instructions",
-        context! { addin_server_domain => marker },
-    )?;
-    Ok(vmr_core::body_edit::TemplateShape::from_rendering(
-        &html, true,
-    ))
+    use vmr_core::body_edit::{TagKind, TemplateShape, VARIABLE_MARKER as M};
+    let html = match kind {
+        TagKind::Tok => integration.templates.render(
+            "placeholder_instructions",
+            context! { addin_server_domain => M },
+        )?,
+        TagKind::Pxps => render_instructions(
+            integration,
+            &InstructionsVars {
+                alias: M,
+                numeric_alias: M,
+                tag: M,
+                public_host: M,
+                subject: M,
+                organizer_name: Some(M),
+                organizer_email: Some(M),
+            },
+        )?,
+    };
+    Ok(TemplateShape::from_rendering(&html, true))
 }
 
 /// Instructions in both body kinds, with the tag exactly once: templates may

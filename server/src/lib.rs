@@ -18,5 +18,6 @@ pub mod mailbox_worker;
 pub mod manifest;
 pub mod metrics;
 pub mod pane_page;
+pub mod recover;
 pub mod tag_resolution;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! `vmr-scheduler` command line: `serve` (the default), `manifest`, `check-config`, `check`.
+//! `vmr-scheduler` command line: `serve` (the default), `manifest`, `check-config`, `check`,
+//! `recover`.
 //!
 //! Configuration comes from `--config <file>` (TOML) plus `VMR__…` environment
 //! overrides; see `config.rs`. An invalid config prints the key and the
@@ -47,6 +48,17 @@ enum Command {
         /// A sample organizer (SMTP address) to impersonate and compare copies with.
         #[arg(long)]
         organizer: Option<String>,
+    },
+    /// Rebuild meetings and VMRs from the resource calendars after a database restore; where
+    /// an alias was lost, issue a new one and send new instructions as the organizer. Exit
+    /// status 0: done; 1: some meetings failed; 2: config error. Stop the server first.
+    Recover {
+        /// Read and report only; write and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this integration.
+        #[arg(long)]
+        integration: Option<String>,
     },
 }
 
@@ -107,6 +119,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { organizer } => run_check(config, organizer),
+        Command::Recover {
+            dry_run,
+            integration,
+        } => run_recover(
+            config,
+            vmr_server::recover::RecoverOptions {
+                dry_run,
+                integration,
+            },
+        ),
         Command::Serve => run_server(config),
     }
 }
@@ -136,6 +158,46 @@ fn run_check(config: Config, organizer: Option<String>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn run_recover(config: Config, options: vmr_server::recover::RecoverOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let state = match App::build(config).await {
+            Ok(App::Management(state)) => state,
+            Ok(App::Edge(_)) => {
+                eprintln!("vmr-scheduler: recover runs with the management or all role");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("vmr-scheduler: cannot start: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        match vmr_server::recover::run(&state, &options).await {
+            Ok(summary) => {
+                print!("{}", summary.text(options.dry_run));
+                if summary.failed > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("vmr-scheduler: recover stopped: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn run_server(config: Config) -> ExitCode {

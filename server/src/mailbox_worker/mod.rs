@@ -19,6 +19,7 @@ pub mod connect;
 pub mod deferred;
 pub mod horizon;
 pub mod leadership;
+pub mod organizer_copy;
 pub mod processor;
 pub mod replies;
 
@@ -258,16 +259,15 @@ async fn sync_folder(
     }
 }
 
-/// Prepares one worker per integration that has an `[integration.exchange]` table and starts
-/// the [`leadership`] coordinator, which runs the workers of the integrations this instance
-/// leads (one instance per integration at a time, through the database); everything stops
-/// when `stop` turns true. Fails (naming the config key) if a mailbox cannot be set up.
-pub fn spawn_all(
-    state: &crate::app::ManagementState,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+/// What one integration's worker needs: its context, its mailbox and its pace.
+pub type WorkerParts = (WorkerContext, Arc<dyn Mailbox>, Pace);
+
+/// The worker parts of every integration that has an `[integration.exchange]` table (for
+/// the workers, and for `vmr-scheduler recover`). Fails (naming the config key) if a mailbox
+/// cannot be set up.
+pub fn workers(state: &crate::app::ManagementState) -> anyhow::Result<Vec<WorkerParts>> {
     let shared = &state.shared;
-    let mut candidates = Vec::new();
+    let mut parts = Vec::new();
     for (i, ic) in shared.config.integrations.iter().enumerate() {
         let (Some(exchange), Some(watched)) = (&ic.exchange, ic.watched_mailbox()) else {
             continue;
@@ -291,8 +291,24 @@ pub fn spawn_all(
             resync_interval: exchange.resync_interval(),
         };
         tracing::info!(integration = %ic.id, mailbox = watched, url = %exchange.ews_url, "watching the resource mailbox");
-        candidates.push(leadership::Candidate { ctx, mailbox, pace });
+        parts.push((ctx, mailbox, pace));
     }
+    Ok(parts)
+}
+
+/// Prepares one worker per integration that has an `[integration.exchange]` table and starts
+/// the [`leadership`] coordinator, which runs the workers of the integrations this instance
+/// leads (one instance per integration at a time, through the database); everything stops
+/// when `stop` turns true. Fails (naming the config key) if a mailbox cannot be set up.
+pub fn spawn_all(
+    state: &crate::app::ManagementState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let shared = &state.shared;
+    let candidates: Vec<leadership::Candidate> = workers(state)?
+        .into_iter()
+        .map(|(ctx, mailbox, pace)| leadership::Candidate { ctx, mailbox, pace })
+        .collect();
     if candidates.is_empty() {
         return Ok(Vec::new());
     }

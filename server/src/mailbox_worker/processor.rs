@@ -50,6 +50,17 @@ pub async fn process(ctx: &WorkerContext, item: &MeetingItem) -> Result<Processe
     apply(ctx, item, record, found, Answer::Reply).await
 }
 
+/// Rebuilds a meeting from the resource's calendar item (`vmr-scheduler recover`): decided
+/// and recorded like any item, without a reply (the organizer was answered long ago).
+pub async fn rebuild(ctx: &WorkerContext, item: &MeetingItem) -> Result<Processed, StorageError> {
+    let record = ctx
+        .storage
+        .meeting(&ctx.integration.config.id, &item.uid)
+        .await?;
+    let found = find_tag(ctx, item, record.as_ref()).await?;
+    apply(ctx, item, record, Some(found), Answer::Silent).await
+}
+
 /// Whether a decision's reply goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -239,7 +250,7 @@ fn deferral_follow_up(
     tag: &Option<TagFinding>,
 ) -> Option<Decision> {
     let (record, stored) = (record?, stored?);
-    let deferred_alias = alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
+    let deferred_alias = alias_service::worker_alias_id(&ctx.integration.config.id, &item.uid);
     let names_it =
         matches!(tag, Some(TagFinding::Alias { alias_id, .. }) if *alias_id == deferred_alias);
     let is_new_request = matches!(item.kind, MessageKind::Request(r) if r != RequestType::Outdated)
@@ -316,7 +327,7 @@ async fn find_tag(
     let alias_id = match resolved {
         Ok(ResolvedTag::Alias(id)) => id.alias_uuid,
         Ok(ResolvedTag::Deferred(statement)) => {
-            let alias_id = alias_service::deferred_alias_id(&ctx.integration.config.id, &item.uid);
+            let alias_id = alias_service::worker_alias_id(&ctx.integration.config.id, &item.uid);
             let completed = record.is_some_and(|r| {
                 r.alias_id.as_deref() == Some(alias_id.as_str())
                     && matches!(
@@ -338,22 +349,49 @@ async fn find_tag(
             alias_id
         }
         Err(TagRejection::Storage(e)) => return Err(e),
-        Err(rejection) => {
-            return Ok(Found::Tag(TagFinding::Invalid {
-                reason: rejection.to_string(),
-            }))
-        }
+        Err(rejection) => return replaced_alias(ctx, item, record, rejection.to_string()).await,
     };
     let alias = ctx.storage.alias_by_id(&alias_id).await?;
-    Ok(Found::Tag(match alias {
-        Some(a) if a.integration == ctx.integration.config.id => TagFinding::Alias {
-            state: alias_state(&a),
-            alias_id: a.id,
-        },
-        _ => TagFinding::Invalid {
-            reason: "the tag names an alias this integration never issued".into(),
-        },
-    }))
+    match alias {
+        Some(a) if a.integration == ctx.integration.config.id => {
+            Ok(Found::Tag(TagFinding::Alias {
+                state: alias_state(&a),
+                alias_id: a.id,
+            }))
+        }
+        _ => {
+            let reason = "the tag names an alias this integration never issued".to_owned();
+            replaced_alias(ctx, item, record, reason).await
+        }
+    }
+}
+
+/// A PXPS tag we cannot use, on a meeting whose alias recovery replaced
+/// (`vmr-scheduler recover`): until the organizer's update arrives, the old tag stands for
+/// the new alias. Any other meeting: the tag is invalid (`reason`).
+async fn replaced_alias(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    record: Option<&MeetingRecord>,
+    reason: String,
+) -> Result<Found, StorageError> {
+    let replacement = alias_service::worker_alias_id(&ctx.integration.config.id, &item.uid);
+    let replaced = record.is_some_and(|r| {
+        r.state == MeetingState::Accepted.as_str()
+            && r.alias_id.as_deref() == Some(replacement.as_str())
+    }) && matches!(
+        vmr_protocol::tag::find_tag(&item.body.content, item.body.html),
+        Some(Ok(vmr_protocol::tag::MeetingTag::Pxps(_)) | Err(_))
+    );
+    if replaced {
+        if let Some(a) = ctx.storage.alias_by_id(&replacement).await? {
+            return Ok(Found::Tag(TagFinding::Alias {
+                state: alias_state(&a),
+                alias_id: a.id,
+            }));
+        }
+    }
+    Ok(Found::Tag(TagFinding::Invalid { reason }))
 }
 
 /// Makes sure the deferred meeting's alias `alias_id` exists, drawing it for the TOK's
@@ -592,7 +630,7 @@ fn plan(
         }
         Decision::Defer { schedule, .. } => {
             meeting.state = MeetingState::Deferred.as_str().into();
-            meeting.alias_id = Some(alias_service::deferred_alias_id(
+            meeting.alias_id = Some(alias_service::worker_alias_id(
                 &integration.config.id,
                 &item.uid,
             ));

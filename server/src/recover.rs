@@ -1,0 +1,362 @@
+//! `vmr-scheduler recover [--dry-run]`: after the database was restored from a backup (or
+//! lost), rebuild what the resource mailbox proves was scheduled.
+//!
+//! For each integration with an `[integration.exchange]` table, the resource's Calendar is
+//! read from the start. Every meeting the resource accepted (singles and series masters, not
+//! cancelled, with a window still to come) is sorted into a [`Plan`]:
+//!
+//! * already in the database → left alone;
+//! * its `PXPS:-…#` tag names an alias the database still has → the meeting, its VMR and
+//!   windows are rebuilt through the same decision and transaction as the worker's, without
+//!   a reply (the organizer was answered long ago);
+//! * its alias is gone (unknown, or its tag was signed with a key lost with the database) → a
+//!   new alias is drawn (a fixed id per meeting, so a second run finds it), the organizer's own
+//!   meeting gets the new instructions in place of the old ones as the organizer (every
+//!   attendee gets the update, [`crate::mailbox_worker::organizer_copy`]), and the meeting is
+//!   scheduled with it; the worker then accepts the organizer's update;
+//! * a `TOK:-…#` tag → processed as the worker would (deferred, then completed by it);
+//! * anything else (no tag, an alias deleted or bound to another meeting) → reported.
+//!
+//! `--dry-run` reads and sorts but writes and sends nothing. Progress is an `indicatif` bar
+//! on a terminal, and a line per tenth of the items otherwise (logs). Run it while the
+//! management instances are stopped: it writes what the worker writes.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vmr_core::body_edit::TagKind;
+use vmr_core::identity::Identity;
+use vmr_core::meeting::{ItemType, MeetingItem, MessageKind, MyResponse};
+use vmr_core::scheduling::Schedule;
+use vmr_exchange::mailbox::{Change, Fetched, Folder, ItemRef, Mailbox, MailboxError};
+use vmr_protocol::tag::{find_tag, MeetingTag};
+
+use crate::alias_service::{self, AliasContext, Requested};
+use crate::app::ManagementState;
+use crate::mailbox_worker::organizer_copy::{self, Refusal};
+use crate::mailbox_worker::processor::{self, Processed};
+use crate::mailbox_worker::{workers, WorkerContext};
+
+/// Items read per `fetch` call.
+const FETCH_CHUNK: usize = 50;
+
+/// What `recover` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverOptions {
+    /// Read and report only.
+    pub dry_run: bool,
+    /// Only this integration (default: all with an `[integration.exchange]` table).
+    pub integration: Option<String>,
+}
+
+/// What recovery does with one accepted meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The database has it.
+    Present,
+    /// Rebuild it with the alias its tag names.
+    Rebuild,
+    /// Its alias is lost: draw a new one and send new instructions as the organizer.
+    Reissue { why: String },
+    /// A deferred request (TOK): process it as the worker would.
+    Deferred,
+    /// Nothing can be done (why).
+    Skip { why: String },
+}
+
+/// Counts and notes of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Calendar items read.
+    pub read: usize,
+    /// Accepted meetings with a window still to come.
+    pub meetings: usize,
+    pub present: usize,
+    pub rebuilt: usize,
+    pub reissued: usize,
+    pub deferred: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// One line per meeting that was not simply present (what was or would be done).
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    /// The printable summary.
+    pub fn text(&self, dry_run: bool) -> String {
+        let verb = if dry_run { "would be " } else { "" };
+        let mut t = String::new();
+        for note in &self.notes {
+            let _ = writeln!(t, "  {note}");
+        }
+        let _ = writeln!(
+            t,
+            "recover{}: {} calendar items read, {} accepted meetings to come: {} present, \
+             {} {verb}rebuilt, {} {verb}given a new alias and new instructions, {} deferred \
+             {verb}processed, {} skipped, {} failed",
+            if dry_run { " (dry run)" } else { "" },
+            self.read,
+            self.meetings,
+            self.present,
+            self.rebuilt,
+            self.reissued,
+            self.deferred,
+            self.skipped,
+            self.failed
+        );
+        t
+    }
+}
+
+/// Runs recovery over the integrations of `state`.
+pub async fn run(state: &ManagementState, options: &RecoverOptions) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
+    for (ctx, mailbox, _) in workers(state)? {
+        let id = ctx.integration.config.id.clone();
+        if options.integration.as_ref().is_some_and(|only| *only != id) {
+            continue;
+        }
+        let items = read_calendar(mailbox.as_ref()).await?;
+        summary.read += items.len();
+        let meetings: Vec<MeetingItem> = items
+            .into_iter()
+            .filter(|m| is_accepted_and_to_come(m, ctx.clock.now_unix_ms()))
+            .collect();
+        summary.meetings += meetings.len();
+        let progress = progress_bar(meetings.len() as u64, &id);
+        for (n, item) in meetings.iter().enumerate() {
+            let plan = plan(&ctx, item).await?;
+            let outcome = if options.dry_run {
+                Ok(())
+            } else {
+                execute(&ctx, mailbox.as_ref(), item, &plan).await?
+            };
+            record(&mut summary, &id, item, &plan, outcome);
+            progress.inc(1);
+            report_progress(&progress, n + 1, meetings.len(), &id);
+        }
+        progress.finish_and_clear();
+    }
+    Ok(summary)
+}
+
+/// A bar on a terminal; hidden otherwise (then [`report_progress`] prints lines).
+fn progress_bar(len: u64, integration: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} meetings ({eta} left)")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("recover {integration}"));
+    bar
+}
+
+/// Without a terminal: a progress line at every tenth of the meetings.
+fn report_progress(bar: &ProgressBar, done: usize, total: usize, integration: &str) {
+    if !bar.is_hidden() || total == 0 {
+        return;
+    }
+    // Each time another tenth is complete.
+    if done * 10 / total != (done - 1) * 10 / total {
+        eprintln!("recover {integration}: {done}/{total} meetings");
+    }
+}
+
+/// Every item of the resource's Calendar.
+async fn read_calendar(mailbox: &dyn Mailbox) -> Result<Vec<MeetingItem>, MailboxError> {
+    let mut items = Vec::new();
+    let mut state: Option<String> = None;
+    loop {
+        let batch = mailbox.sync(Folder::Calendar, state.as_deref()).await?;
+        let refs: Vec<ItemRef> = batch
+            .changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Upsert(item) => Some(item),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        for chunk in refs.chunks(FETCH_CHUNK) {
+            for fetched in mailbox.fetch(chunk).await? {
+                if let Fetched::Meeting(item) = fetched {
+                    items.push(*item);
+                }
+            }
+        }
+        if batch.complete {
+            return Ok(items);
+        }
+        state = Some(batch.state);
+    }
+}
+
+/// A single meeting or series the resource accepted that is not cancelled and not over.
+fn is_accepted_and_to_come(item: &MeetingItem, now: i64) -> bool {
+    item.kind == MessageKind::CalendarItem
+        && matches!(item.item_type, ItemType::Single | ItemType::RecurringMaster)
+        && item.my_response == MyResponse::Accept
+        && !item.is_cancelled
+        && Schedule::of_item(item)
+            .has_future_window(now)
+            .unwrap_or(true)
+}
+
+/// Sorts one meeting (reads only).
+async fn plan(ctx: &WorkerContext, item: &MeetingItem) -> anyhow::Result<Plan> {
+    let integration = &ctx.integration;
+    if ctx
+        .storage
+        .meeting(&integration.config.id, &item.uid)
+        .await?
+        .is_some()
+    {
+        return Ok(Plan::Present);
+    }
+    let id = match find_tag(&item.body.content, item.body.html) {
+        None => {
+            return Ok(Plan::Skip {
+                why: "its body carries no tag".into(),
+            })
+        }
+        Some(Err(e)) => {
+            return Ok(Plan::Reissue {
+                why: format!("its tag is unreadable ({e})"),
+            })
+        }
+        Some(Ok(MeetingTag::Tok(_))) => return Ok(Plan::Deferred),
+        Some(Ok(MeetingTag::Pxps(id))) => id,
+    };
+    if let Err(e) = integration.tag_key.verify(&id) {
+        return Ok(Plan::Reissue {
+            why: format!("its tag does not check out with this integration's key ({e})"),
+        });
+    }
+    let Some(alias) = ctx.storage.alias_by_id(&id.alias_uuid).await? else {
+        return Ok(Plan::Reissue {
+            why: format!("its alias {} is not in the database", id.alias_uuid),
+        });
+    };
+    Ok(match (alias.state.as_str(), &alias.meeting_uid) {
+        _ if alias.integration != integration.config.id => Plan::Skip {
+            why: format!("its alias belongs to integration {}", alias.integration),
+        },
+        ("deleted", _) => Plan::Skip {
+            why: format!("its alias {} was deleted", alias.alias),
+        },
+        (_, Some(other)) if *other != item.uid => Plan::Skip {
+            why: format!("its alias {} is bound to meeting {other}", alias.alias),
+        },
+        _ => Plan::Rebuild,
+    })
+}
+
+/// Carries out one plan. `Ok(Err(_))`: this meeting failed (reported, the run goes on);
+/// `Err(_)`: the run cannot go on (database or mailbox down).
+async fn execute(
+    ctx: &WorkerContext,
+    mailbox: &dyn Mailbox,
+    item: &MeetingItem,
+    plan: &Plan,
+) -> anyhow::Result<Result<(), String>> {
+    let processed = match plan {
+        Plan::Present | Plan::Skip { .. } => return Ok(Ok(())),
+        Plan::Rebuild => processor::rebuild(ctx, item).await?,
+        Plan::Deferred => processor::process(ctx, item).await?,
+        Plan::Reissue { .. } => {
+            let alias_id = alias_service::worker_alias_id(&ctx.integration.config.id, &item.uid);
+            let alias = match ctx.storage.alias_by_id(&alias_id).await? {
+                Some(a) => a,
+                None => {
+                    draw_alias(ctx, item, &alias_id).await?;
+                    match ctx.storage.alias_by_id(&alias_id).await? {
+                        Some(a) => a,
+                        None => return Ok(Err(format!("alias {alias_id} was not stored"))),
+                    }
+                }
+            };
+            match organizer_copy::rewrite(ctx, mailbox, item, &alias, TagKind::Pxps).await? {
+                Ok(()) => processor::accept_completed(ctx, item, &alias.id).await?,
+                Err(Refusal(why)) => return Ok(Err(why)),
+            }
+        }
+    };
+    Ok(match processed {
+        Processed::Changed { outcome, .. } if outcome.starts_with("accept") => Ok(()),
+        Processed::Changed {
+            outcome: "deferred",
+            ..
+        } => Ok(()),
+        Processed::Changed { outcome, .. } => Err(format!("the meeting was {outcome}")),
+        Processed::Unchanged { why } => Err(why.to_owned()),
+    })
+}
+
+/// Draws the replacement alias for `item` under the fixed id `alias_id`, for its organizer.
+async fn draw_alias(ctx: &WorkerContext, item: &MeetingItem, alias_id: &str) -> anyhow::Result<()> {
+    let identity = Identity {
+        user_id: item.organizer.email.clone(),
+        email: Some(item.organizer.email.clone()),
+        display_name: Some(item.organizer.name.clone()),
+        method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
+        expires_at: 0,
+    };
+    let request = AliasContext {
+        identity: &identity,
+        subject: &item.subject,
+        now_unix: ctx.clock.now_unix(),
+        via: Requested::Recovery { alias_id },
+    };
+    alias_service::allocate(
+        &ctx.storage,
+        &ctx.integration,
+        &request,
+        &ctx.public_host,
+        &ctx.alias_stats,
+    )
+    .await?;
+    Ok(())
+}
+
+fn record(
+    summary: &mut Summary,
+    integration: &str,
+    item: &MeetingItem,
+    plan: &Plan,
+    outcome: Result<(), String>,
+) {
+    let what = format!(
+        "{integration}: \"{}\" ({})",
+        item.subject, item.organizer.email
+    );
+    if let Err(why) = outcome {
+        summary.failed += 1;
+        summary.notes.push(format!("FAILED {what}: {why}"));
+        return;
+    }
+    match plan {
+        Plan::Present => summary.present += 1,
+        Plan::Rebuild => {
+            summary.rebuilt += 1;
+            summary.notes.push(format!("rebuilt {what}"));
+        }
+        Plan::Reissue { why } => {
+            summary.reissued += 1;
+            summary
+                .notes
+                .push(format!("new alias and instructions for {what}: {why}"));
+        }
+        Plan::Deferred => {
+            summary.deferred += 1;
+            summary.notes.push(format!("deferred request {what}"));
+        }
+        Plan::Skip { why } => {
+            summary.skipped += 1;
+            summary.notes.push(format!("skipped {what}: {why}"));
+        }
+    }
+}
