@@ -9,7 +9,11 @@
 //! * its `PXPS:-…#` tag names an alias the database still has → the meeting, its VMR and
 //!   windows are rebuilt through the same decision and transaction as the worker's, without
 //!   a reply (the organizer was answered long ago);
-//! * its alias is gone (unknown, or its tag was signed with a key lost with the database) → a
+//! * its alias row is gone, but its tag checks out with the integration's key (configured
+//!   `tag_key`, or one the restore kept) and the invitation shows exactly one alias of the
+//!   integration's shape → the alias is put back as it was, then the meeting is rebuilt: the
+//!   dial-in numbers attendees have keep working, nobody is sent anything;
+//! * its alias is otherwise gone (its tag was signed with a key lost with the database) → a
 //!   new alias is drawn (a fixed id per meeting, so a second run finds it), the organizer's own
 //!   meeting gets the new instructions in place of the old ones as the organizer (every
 //!   attendee gets the update, [`crate::mailbox_worker::organizer_copy`]), and the meeting is
@@ -57,6 +61,13 @@ pub enum Plan {
     Present,
     /// Rebuild it with the alias its tag names.
     Rebuild,
+    /// Its alias row is gone but its tag checks out and the invitation shows the alias: put
+    /// the alias back as it was (same uuid, same numbers), then rebuild — no new
+    /// instructions needed.
+    Restore {
+        alias_uuid: String,
+        numeric_alias: String,
+    },
     /// Its alias is lost: draw a new one and send new instructions as the organizer.
     Reissue { why: String },
     /// A deferred request (TOK): process it as the worker would.
@@ -74,6 +85,8 @@ pub struct Summary {
     pub meetings: usize,
     pub present: usize,
     pub rebuilt: usize,
+    /// Of the rebuilt, those whose alias row was put back from the invitation.
+    pub restored_aliases: usize,
     pub reissued: usize,
     pub deferred: usize,
     pub skipped: usize,
@@ -94,7 +107,7 @@ impl Summary {
             t,
             "recover{}: {} calendar items read, {} accepted meetings to come: {} present, \
              {} {verb}rebuilt, {} {verb}given a new alias and new instructions, {} deferred \
-             {verb}processed, {} skipped, {} failed",
+             {verb}processed, {} skipped, {} failed; {} aliases {verb}read back from invitations",
             if dry_run { " (dry run)" } else { "" },
             self.read,
             self.meetings,
@@ -103,7 +116,8 @@ impl Summary {
             self.reissued,
             self.deferred,
             self.skipped,
-            self.failed
+            self.failed,
+            self.restored_aliases
         );
         t
     }
@@ -237,8 +251,25 @@ async fn plan(ctx: &WorkerContext, item: &MeetingItem) -> anyhow::Result<Plan> {
         });
     }
     let Some(alias) = ctx.storage.alias_by_id(&id.alias_uuid).await? else {
-        return Ok(Plan::Reissue {
-            why: format!("its alias {} is not in the database", id.alias_uuid),
+        let cfg = &integration.config;
+        let shown = alias_in_body(
+            &item.body.content,
+            item.body.html,
+            &cfg.alias_prefix,
+            cfg.alias_digits,
+            &cfg.alias_domain,
+        );
+        return Ok(match shown {
+            Some(numeric_alias) => Plan::Restore {
+                alias_uuid: id.alias_uuid,
+                numeric_alias,
+            },
+            None => Plan::Reissue {
+                why: format!(
+                    "its alias {} is not in the database and the invitation does not show it",
+                    id.alias_uuid
+                ),
+            },
         });
     };
     Ok(match (alias.state.as_str(), &alias.meeting_uid) {
@@ -266,6 +297,15 @@ async fn execute(
     let processed = match plan {
         Plan::Present | Plan::Skip { .. } => return Ok(Ok(())),
         Plan::Rebuild => processor::rebuild(ctx, item).await?,
+        Plan::Restore {
+            alias_uuid,
+            numeric_alias,
+        } => {
+            if let Err(why) = restore_alias(ctx, item, alias_uuid, numeric_alias).await? {
+                return Ok(Err(why));
+            }
+            processor::rebuild(ctx, item).await?
+        }
         Plan::Deferred => processor::process(ctx, item).await?,
         Plan::Reissue { .. } => {
             let alias_id = alias_service::worker_alias_id(&ctx.integration.config.id, &item.uid);
@@ -294,6 +334,81 @@ async fn execute(
         Processed::Changed { outcome, .. } => Err(format!("the meeting was {outcome}")),
         Processed::Unchanged { why } => Err(why.to_owned()),
     })
+}
+
+/// Puts a lost alias row back as the invitation shows it. `Ok(Err(_))`: its numbers are
+/// taken by another alias (then nothing is written).
+async fn restore_alias(
+    ctx: &WorkerContext,
+    item: &MeetingItem,
+    alias_uuid: &str,
+    numeric_alias: &str,
+) -> anyhow::Result<Result<(), String>> {
+    let cfg = &ctx.integration.config;
+    let alias = format!("{numeric_alias}@{}", cfg.alias_domain);
+    let row = vmr_store::NewAlias {
+        id: alias_uuid,
+        integration: &cfg.id,
+        numeric_alias,
+        alias: &alias,
+        created_at: ctx.clock.now_unix(),
+        auth_method: "RECOVERY",
+        requester_id: &item.organizer.email,
+        requester_email: Some(&item.organizer.email),
+        organizer_email: Some(&item.organizer.email),
+        organizer_name: Some(&item.organizer.name),
+        subject: Some(&item.subject),
+    };
+    if ctx.storage.insert_alias_if_new(&row).await? {
+        ctx.integration
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Ok(()))
+    } else {
+        Ok(Err(format!(
+            "alias {alias} shown in the invitation is already used by another alias"
+        )))
+    }
+}
+
+/// The one numeric alias of this integration's shape (`prefix` + `digits` digits, followed
+/// by `@domain`) the body shows, if it shows exactly one.
+pub fn alias_in_body(
+    body: &str,
+    html: bool,
+    prefix: &str,
+    digits: u32,
+    domain: &str,
+) -> Option<String> {
+    let text: Vec<char> = vmr_core::body_edit::VisibleText::new(body, html)
+        .as_string()
+        .chars()
+        .collect();
+    let at_domain: Vec<char> = format!("@{domain}").to_lowercase().chars().collect();
+    let want = prefix.chars().count() + digits as usize;
+    let mut found: Vec<String> = Vec::new();
+    for i in 0..text.len() {
+        let matches = text.len() >= i + at_domain.len()
+            && text[i..i + at_domain.len()]
+                .iter()
+                .zip(&at_domain)
+                .all(|(a, b)| a.to_lowercase().eq(std::iter::once(*b)));
+        if !matches {
+            continue;
+        }
+        let start = text[..i]
+            .iter()
+            .rposition(|c| !c.is_ascii_digit())
+            .map_or(0, |p| p + 1);
+        let number: String = text[start..i].iter().collect();
+        if number.len() == want && number.starts_with(prefix) && !found.contains(&number) {
+            found.push(number);
+        }
+    }
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// Draws the replacement alias for `item` under the fixed id `alias_id`, for its organizer.
@@ -344,6 +459,13 @@ fn record(
             summary.rebuilt += 1;
             summary.notes.push(format!("rebuilt {what}"));
         }
+        Plan::Restore { numeric_alias, .. } => {
+            summary.rebuilt += 1;
+            summary.restored_aliases += 1;
+            summary.notes.push(format!(
+                "rebuilt {what} with its alias {numeric_alias} read back from the invitation"
+            ));
+        }
         Plan::Reissue { why } => {
             summary.reissued += 1;
             summary
@@ -358,5 +480,46 @@ fn record(
             summary.skipped += 1;
             summary.notes.push(format!("skipped {what}: {why}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alias_in_body;
+
+    #[test]
+    fn the_alias_is_read_back_only_when_the_body_shows_exactly_one() {
+        let one =
+            "<p>Join 88123456@VC.example.com or dial 88123456</p><p>88123456@vc.example.com</p>";
+        assert_eq!(
+            alias_in_body(one, true, "88", 6, "vc.example.com").as_deref(),
+            Some("88123456")
+        );
+        let two = "<p>88123456@vc.example.com and 88654321@vc.example.com</p>";
+        assert_eq!(alias_in_body(two, true, "88", 6, "vc.example.com"), None);
+        // Wrong length, wrong prefix, other domain, digits glued on.
+        for body in [
+            "8812345@vc.example.com",
+            "77123456@vc.example.com",
+            "88123456@vc.example.org",
+            "188123456@vc.example.com",
+        ] {
+            assert_eq!(
+                alias_in_body(body, false, "88", 6, "vc.example.com"),
+                None,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            alias_in_body(
+                "call:88123456@vc.example.com.",
+                false,
+                "88",
+                6,
+                "vc.example.com"
+            )
+            .as_deref(),
+            Some("88123456")
+        );
     }
 }

@@ -103,11 +103,13 @@ async fn recover_rebuilds_a_restored_database_and_reissues_only_lost_aliases() -
         tomorrow(2),
         tomorrow(3),
     ))?;
+    // Charlie's organizer cut the instructions down to the tag: once the alias row is lost,
+    // nothing shows its numbers.
     let c = allocate(&sim, &server, ALICE, "Charlie").await?;
     let uid_c = ews.send_meeting(meeting(
         ALICE,
         "Charlie",
-        &c.instructions_html,
+        &format!("<p>See you there.</p><p>{}</p>", c.tag),
         tomorrow(4),
         tomorrow(5),
     ))?;
@@ -210,9 +212,10 @@ async fn recover_rebuilds_a_restored_database_and_reissues_only_lost_aliases() -
     assert_eq!(update.from.map(|p| p.email), Some(ALICE.to_owned()));
     let text = text_of(&update.body);
     assert!(text.contains(&new_alias.numeric_alias), "{text}");
+    assert!(!text.contains(&c.tag), "the old tag stayed: {text}");
     assert!(
-        !text.contains(&c.numeric_alias),
-        "the old instructions stayed: {text}"
+        text.contains("See you there."),
+        "the organizer's text went: {text}"
     );
     for uid in [&uid_a, &uid_b, &uid_c] {
         assert_eq!(replies(&sim, ALICE, uid)?.len(), 1);
@@ -255,5 +258,112 @@ async fn recover_rebuilds_a_restored_database_and_reissues_only_lost_aliases() -
     })
     .await?;
     assert_eq!(c_now.alias_id.as_deref(), Some(new_c.as_str()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_after_deleting_the_database_keeps_every_alias_the_invitations_show() -> Result<()>
+{
+    let sim = Sim::start().await?;
+    let ews = &sim.running.simulator.ews;
+    let mut setup = watching_setup(&sim, "")?;
+    // The tag key is configured, so it outlives the database.
+    setup.integration_toml = format!(
+        "tag_key = \"{}\"\n{}",
+        "5eed".repeat(16),
+        setup.integration_toml
+    );
+    let mut server = ServerProcess::start(setup)?;
+
+    let a = allocate(&sim, &server, ALICE, "Alpha").await?;
+    let uid_a = ews.send_meeting(meeting(
+        ALICE,
+        "Alpha",
+        &a.instructions_html,
+        tomorrow(0),
+        tomorrow(1),
+    ))?;
+    let b = allocate(&sim, &server, ALICE, "Bravo").await?;
+    let uid_b = ews.send_meeting(meeting(
+        ALICE,
+        "Bravo",
+        &b.instructions_html,
+        tomorrow(2),
+        tomorrow(3),
+    ))?;
+    // Charlie's organizer cut the instructions down to the tag: nothing shows the alias.
+    let c = allocate(&sim, &server, ALICE, "Charlie").await?;
+    let uid_c = ews.send_meeting(meeting(
+        ALICE,
+        "Charlie",
+        &format!("<p>See you there.</p><p>{}</p>", c.tag),
+        tomorrow(4),
+        tomorrow(5),
+    ))?;
+    for uid in [&uid_a, &uid_b, &uid_c] {
+        wait_for_replies(&sim, ALICE, uid, 1, WAIT).await?;
+    }
+    server.stop();
+    for name in DB_FILES {
+        let _ = std::fs::remove_file(server.dir.path().join(name));
+    }
+
+    let (code, out) = recover(&server, &[])?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("3 accepted meetings to come: 0 present, 2 rebuilt, 1 given a new alias and new instructions, 0 deferred processed, 0 skipped, 0 failed; 2 aliases read back from invitations"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("with its alias {} read back", a.numeric_alias)),
+        "{out}"
+    );
+    let store = open_store(&server).await?;
+    for (uid, alloc) in [(&uid_a, &a), (&uid_b, &b)] {
+        let m = store
+            .meeting("default", uid)
+            .await?
+            .context("meeting back")?;
+        assert_eq!(m.state, "accepted");
+        assert_eq!(m.alias_id.as_deref(), Some(alloc.alias_uuid.as_str()));
+        let alias = store
+            .alias_by_id(&alloc.alias_uuid)
+            .await?
+            .context("alias back")?;
+        assert_eq!(
+            (alias.alias.as_str(), alias.state.as_str()),
+            (alloc.alias.as_str(), "bound")
+        );
+        assert!(store
+            .conference_for_alias(&alloc.alias_uuid)
+            .await?
+            .is_some());
+        // Nobody was sent new instructions for these.
+        assert_eq!(tagged_updates(&sim, BOB, uid)?.len(), 1);
+    }
+    let m = store.meeting("default", &uid_c).await?.context("C back")?;
+    let new_c = m.alias_id.clone().context("C's alias")?;
+    assert_ne!(new_c, c.alias_uuid);
+    assert_eq!(
+        tagged_updates(&sim, BOB, &uid_c)?,
+        vec![c.alias_uuid.clone(), new_c]
+    );
+    drop(store);
+
+    // The server, back: only Charlie's update is answered.
+    server.restart()?;
+    wait_for_replies(&sim, ALICE, &uid_c, 2, WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (uid, n) in [(&uid_a, 1), (&uid_b, 1), (&uid_c, 2)] {
+        let got = replies(&sim, ALICE, uid)?;
+        if got.len() != n {
+            bail!(
+                "{uid}: {} replies, expected {n}: {:?}\n{}",
+                got.len(),
+                got,
+                server.log_text()
+            );
+        }
+    }
     Ok(())
 }
