@@ -457,8 +457,9 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[admin]`: who may read `/metrics` and the detailed `/readyz`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[admin]`: who may read `/metrics`, the detailed `/readyz`, the admin API
+/// (`/api/admin/v1/`) and the admin page (`/admin/`), and what `/readyz` requires.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// A separate listener (plain HTTP; bind it to loopback or an admin
@@ -467,8 +468,170 @@ pub struct AdminConfig {
     /// SHA-256 (hex) of admin API tokens; a request to `/metrics` or
     /// `/readyz/detail` on the main listener with `Authorization: Bearer
     /// <token>` whose hash is listed is served. Empty: those routes are only
-    /// on the admin listener.
+    /// on the admin listener. Writes made with such a token are audited as
+    /// `token-<first 8 hex digits of the hash>`.
     pub api_token_sha256: Vec<String>,
+    /// `[[admin.token]]`: named admin tokens (`label` is who the audit log
+    /// names, `sha256` the token's SHA-256 in hex). Same rights as
+    /// `api_token_sha256`.
+    #[serde(rename = "token")]
+    pub tokens: Vec<AdminTokenConfig>,
+    /// How long an admin page session lasts after login, in minutes (5–1440).
+    pub session_minutes: u32,
+    /// `/readyz` fails when an integration with a mailbox last synchronised
+    /// longer ago than this, in seconds (0: the age is reported, never fails).
+    pub readyz_max_mailbox_sync_age_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            api_token_sha256: Vec::new(),
+            tokens: Vec::new(),
+            session_minutes: 480,
+            readyz_max_mailbox_sync_age_secs: 1800,
+        }
+    }
+}
+
+/// One `[[admin.token]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTokenConfig {
+    /// Who holds the token (1–64 printable characters; not `schedulingservice`).
+    pub label: String,
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+}
+
+impl AdminConfig {
+    /// Every configured admin token as (label, SHA-256 hex).
+    pub fn token_hashes(&self) -> Vec<(String, String)> {
+        let unnamed = self.api_token_sha256.iter().map(|h| {
+            let short: String = h.chars().take(8).collect();
+            (format!("token-{}", short.to_ascii_lowercase()), h.clone())
+        });
+        let named = self
+            .tokens
+            .iter()
+            .map(|t| (t.label.clone(), t.sha256.clone()));
+        unnamed.chain(named).collect()
+    }
+
+    /// Checks the `[admin]` table; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        for (i, hash) in self.api_token_sha256.iter().enumerate() {
+            if !is_hash(hash) {
+                return Err(ConfigError::key(
+                    format!("admin.api_token_sha256[{i}]"),
+                    "must be the SHA-256 of a token in 64 hex digits (sha256sum)",
+                ));
+            }
+        }
+        let mut labels = std::collections::BTreeSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if !is_hash(&t.sha256) {
+                return Err(ConfigError::key(
+                    format!("admin.token[{i}].sha256"),
+                    "must be the SHA-256 of a token in 64 hex digits (sha256sum)",
+                ));
+            }
+            let label_ok = !t.label.trim().is_empty()
+                && t.label.chars().count() <= 64
+                && !t.label.chars().any(char::is_control);
+            if !label_ok {
+                return Err(ConfigError::key(
+                    format!("admin.token[{i}].label"),
+                    "must be 1 to 64 printable characters (the name the audit log shows)",
+                ));
+            }
+            if t.label.eq_ignore_ascii_case("schedulingservice") {
+                return Err(ConfigError::key(
+                    format!("admin.token[{i}].label"),
+                    "\"schedulingservice\" is the service's own name in the audit log",
+                ));
+            }
+            if !labels.insert(t.label.clone()) {
+                return Err(ConfigError::key(
+                    format!("admin.token[{i}].label"),
+                    format!("{:?} is used by another admin token", t.label),
+                ));
+            }
+        }
+        if !(5..=1440).contains(&self.session_minutes) {
+            return Err(ConfigError::key(
+                "admin.session_minutes",
+                "must be between 5 and 1440",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod admin_config_tests {
+    use super::{AdminConfig, AdminTokenConfig};
+
+    const HASH: &str = "20357603bbd1490b9215bd7cfff9421bccf4d9131bd54e4ac53ce12caf5fbc32";
+
+    fn named(label: &str, sha256: &str) -> AdminTokenConfig {
+        AdminTokenConfig {
+            label: label.into(),
+            sha256: sha256.into(),
+        }
+    }
+
+    fn problem(c: &AdminConfig) -> String {
+        c.validate().err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = AdminConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.session_minutes, 480);
+        assert_eq!(c.readyz_max_mailbox_sync_age_secs, 1800);
+    }
+
+    #[test]
+    fn tokens_parse_and_have_labels() {
+        let c: AdminConfig = toml::from_str(&format!(
+            "api_token_sha256 = [\"{HASH}\"]\n[[token]]\nlabel = \"alice\"\nsha256 = \"{HASH}\"\n"
+        ))
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.token_hashes(),
+            vec![
+                ("token-20357603".to_string(), HASH.to_string()),
+                ("alice".to_string(), HASH.to_string())
+            ]
+        );
+        assert!(toml::from_str::<AdminConfig>("[[token]]\nname = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = AdminConfig {
+            api_token_sha256: vec!["abc".into()],
+            ..AdminConfig::default()
+        };
+        assert!(problem(&c).contains("admin.api_token_sha256[0]"), "{}", problem(&c));
+        c.api_token_sha256.clear();
+        c.tokens = vec![named("alice", "zz")];
+        assert!(problem(&c).contains("admin.token[0].sha256"));
+        c.tokens = vec![named("", HASH)];
+        assert!(problem(&c).contains("admin.token[0].label"));
+        c.tokens = vec![named("SchedulingService", HASH)];
+        assert!(problem(&c).contains("schedulingservice"));
+        c.tokens = vec![named("a", HASH), named("a", HASH)];
+        assert!(problem(&c).contains("admin.token[1].label"));
+        c.tokens.clear();
+        c.session_minutes = 2;
+        assert!(problem(&c).contains("admin.session_minutes"));
+    }
 }
 
 /// `[http_client]`: outgoing HTTPS (metadata documents, edge → management).
@@ -1802,14 +1965,7 @@ impl Config {
                 }
             }
         }
-        for (i, hash) in self.admin.api_token_sha256.iter().enumerate() {
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ConfigError::key(
-                    format!("admin.api_token_sha256[{i}]"),
-                    "must be the SHA-256 of a token in 64 hex digits (sha256sum)",
-                ));
-            }
-        }
+        self.admin.validate()?;
         if self.limits.request_timeout_ms == 0 {
             return Err(ConfigError::key(
                 "limits.request_timeout_ms",

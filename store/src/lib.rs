@@ -15,8 +15,10 @@
 //! (meetings, conferences, windows, the processing log and reply outbox,
 //! written per processed change in one transaction), [`sync_state`] (EWS
 //! folder sync states), [`leases`] (which management instance leads each
-//! integration's mailbox: PostgreSQL advisory locks, instance heartbeats).
+//! integration's mailbox: PostgreSQL advisory locks, instance heartbeats),
+//! [`admin_queries`] (the admin API's lists, extra aliases, the audit log).
 
+pub mod admin_queries;
 pub mod aliases;
 pub mod deferral_nonces;
 pub mod integration_secrets;
