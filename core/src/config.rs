@@ -69,6 +69,7 @@ pub struct Config {
     pub http_client: HttpClientConfig,
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
+    pub policy: PolicyConfig,
     #[serde(rename = "integration")]
     pub integrations: Vec<IntegrationConfig>,
 }
@@ -83,6 +84,7 @@ impl Default for Config {
             http_client: HttpClientConfig::default(),
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
+            policy: PolicyConfig::default(),
             integrations: vec![IntegrationConfig::default()],
         }
     }
@@ -631,6 +633,518 @@ mod admin_config_tests {
         c.tokens.clear();
         c.session_minutes = 2;
         assert!(problem(&c).contains("admin.session_minutes"));
+    }
+}
+
+/// `[policy]`: the external policy server Pexip Infinity asks on every call
+/// (`GET /policy/v1/service/configuration`, management and `all` roles).
+/// Absent: not served. Present: served unless `enabled = false`, and only to
+/// callers that pass HTTP basic auth and/or come from `allow_from` (at least
+/// one of the two must be configured). The join window of each meeting is its
+/// integration's `meeting_buffer_before` / `meeting_buffer_after` (minutes,
+/// 0–180, Pexip's defaults 30/60) around the occurrence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Serve the policy API (true once `[policy]` is written).
+    #[serde(default = "policy_enabled_when_written")]
+    pub enabled: bool,
+    /// User name Infinity sends with HTTP basic auth (no `:`).
+    pub basic_auth_user: Option<String>,
+    /// Its password: inline, `basic_auth_password_env`,
+    /// `basic_auth_password_file`, or only its SHA-256 in
+    /// `basic_auth_password_sha256` (64 hex digits, `printf %s "$PW" | sha256sum`).
+    pub basic_auth_password: Option<Secret>,
+    /// Environment variable holding the password.
+    pub basic_auth_password_env: Option<String>,
+    /// File holding the password (trailing newlines trimmed).
+    pub basic_auth_password_file: Option<PathBuf>,
+    /// The password's SHA-256 (hex) instead of the password.
+    pub basic_auth_password_sha256: Option<String>,
+    /// Source addresses allowed to ask (`10.0.0.0/8`, `192.0.2.7`, `::1/128`).
+    /// Empty: any address (basic auth must then be configured).
+    pub allow_from: Vec<IpNetwork>,
+    /// What to answer for an alias this service never issued: `continue`
+    /// (Infinity's own configuration decides, the default) or `reject`.
+    pub unknown_alias: UnknownAliasAction,
+    /// Host PIN of every scheduled VMR (4–20 digits); absent: none.
+    pub pin: Option<Secret>,
+    /// Guest PIN (4–20 digits, differs from `pin`; needs `pin` and `allow_guests`).
+    pub guest_pin: Option<Secret>,
+    /// Whether the VMRs have guests (Infinity's default false: everyone is a host).
+    pub allow_guests: Option<bool>,
+    /// `[policy.integration.<id>]`: `pin`, `guest_pin`, `allow_guests` for one
+    /// integration's VMRs, instead of the ones above.
+    pub integration: BTreeMap<String, PolicyServiceConfig>,
+}
+
+fn policy_enabled_when_written() -> bool {
+    true
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            enabled: false,
+            basic_auth_user: None,
+            basic_auth_password: None,
+            basic_auth_password_env: None,
+            basic_auth_password_file: None,
+            basic_auth_password_sha256: None,
+            allow_from: Vec::new(),
+            unknown_alias: UnknownAliasAction::Continue,
+            pin: None,
+            guest_pin: None,
+            allow_guests: None,
+            integration: BTreeMap::new(),
+        }
+    }
+}
+
+/// `policy.unknown_alias`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownAliasAction {
+    /// `{"action":"continue"}`: Infinity looks in its own configuration.
+    #[default]
+    Continue,
+    /// `{"action":"reject"}`: the call is refused.
+    Reject,
+}
+
+/// `[policy.integration.<id>]`: service settings of one integration's VMRs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyServiceConfig {
+    /// Host PIN (4–20 digits).
+    pub pin: Option<Secret>,
+    /// Guest PIN (4–20 digits).
+    pub guest_pin: Option<Secret>,
+    /// Whether the VMRs have guests.
+    pub allow_guests: Option<bool>,
+}
+
+/// An address block of `policy.allow_from`: an IP address and a prefix
+/// length (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IpNetwork {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl TryFrom<String> for IpNetwork {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("{text:?} is not an address or CIDR block ({why})");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: std::net::IpAddr = addr.trim().parse().map_err(|_| bad("bad address"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(bad(&format!("the prefix length must be 0 to {max}"))),
+            },
+        };
+        Ok(IpNetwork { network, prefix })
+    }
+}
+
+impl IpNetwork {
+    /// Whether `addr` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        let keep = |bits: u32, total: u32| -> u128 {
+            if bits == 0 {
+                0
+            } else {
+                (u128::MAX << (total - bits)) & (u128::MAX >> (128 - total))
+            }
+        };
+        match (self.network, addr) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = keep(u32::from(self.prefix), 32);
+                (u128::from(u32::from(n)) & mask) == (u128::from(u32::from(a)) & mask)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = keep(u32::from(self.prefix), 128);
+                (u128::from(n) & mask) == (u128::from(a) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The service settings a scheduled VMR of one integration gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyServiceOptions {
+    /// Host PIN.
+    pub pin: Option<Secret>,
+    /// Guest PIN.
+    pub guest_pin: Option<Secret>,
+    /// `allow_guests` as configured (absent: not sent).
+    pub allow_guests: Option<bool>,
+}
+
+impl PolicyConfig {
+    /// Reads `basic_auth_password_env` / `_file` into `basic_auth_password`
+    /// (part of [`Config::load`]).
+    pub fn resolve_secrets(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        self.basic_auth_password = resolve_secret(
+            "policy",
+            "basic_auth_password",
+            self.basic_auth_password.take(),
+            self.basic_auth_password_env.take(),
+            self.basic_auth_password_file.take(),
+            env,
+        )?;
+        Ok(())
+    }
+
+    /// `pin`, `guest_pin` and `allow_guests` for the VMRs of `integration`:
+    /// its `[policy.integration.<id>]` when written, else the `[policy]` ones.
+    pub fn service_options(&self, integration: &str) -> PolicyServiceOptions {
+        match self.integration.get(integration) {
+            Some(s) => PolicyServiceOptions {
+                pin: s.pin.clone(),
+                guest_pin: s.guest_pin.clone(),
+                allow_guests: s.allow_guests,
+            },
+            None => PolicyServiceOptions {
+                pin: self.pin.clone(),
+                guest_pin: self.guest_pin.clone(),
+                allow_guests: self.allow_guests,
+            },
+        }
+    }
+
+    /// Whether basic auth is configured (user and a password or its hash).
+    pub fn has_basic_auth(&self) -> bool {
+        self.basic_auth_user.is_some()
+            && (self.basic_auth_password.is_some() || self.basic_auth_password_sha256.is_some())
+    }
+
+    /// Checks `[policy]` against the configured integrations; errors name the key.
+    pub fn validate(&self, integrations: &[IntegrationConfig]) -> Result<(), ConfigError> {
+        let given_ways = [
+            self.basic_auth_password.is_some(),
+            self.basic_auth_password_env.is_some(),
+            self.basic_auth_password_file.is_some(),
+            self.basic_auth_password_sha256.is_some(),
+        ]
+        .into_iter()
+        .filter(|given| *given)
+        .count();
+        if given_ways > 1 {
+            return Err(ConfigError::key(
+                "policy.basic_auth_password",
+                "give the password in one way only (basic_auth_password, _env, _file or _sha256)",
+            ));
+        }
+        let has_password = given_ways == 1;
+        match &self.basic_auth_user {
+            Some(user)
+                if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) =>
+            {
+                return Err(ConfigError::key(
+                    "policy.basic_auth_user",
+                    "must be a non-empty name without `:` or control characters",
+                ));
+            }
+            Some(_) if !has_password => {
+                return Err(ConfigError::key(
+                    "policy.basic_auth_password",
+                    "basic_auth_user needs a password (basic_auth_password, _env, _file or _sha256)",
+                ));
+            }
+            None if has_password => {
+                return Err(ConfigError::key(
+                    "policy.basic_auth_user",
+                    "a basic auth password is configured without its user",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(hash) = &self.basic_auth_password_sha256 {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::key(
+                    "policy.basic_auth_password_sha256",
+                    "must be the password's SHA-256 in 64 hex digits (printf %s \"$PW\" | sha256sum)",
+                ));
+            }
+        }
+        if self
+            .basic_auth_password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            return Err(ConfigError::key(
+                "policy.basic_auth_password",
+                "must not be empty",
+            ));
+        }
+        if self.enabled && self.basic_auth_user.is_none() && self.allow_from.is_empty() {
+            return Err(ConfigError::key(
+                "policy",
+                "the policy server needs basic_auth_user + a password, allow_from, or both \
+                 (Infinity's calls would otherwise be answered to anyone)",
+            ));
+        }
+        let check_pins =
+            |at: &str, pin: Option<&Secret>, guest: Option<&Secret>, guests: Option<bool>| {
+                for (name, value) in [("pin", pin), ("guest_pin", guest)] {
+                    if let Some(v) = value {
+                        let v = v.expose();
+                        if !(4..=20).contains(&v.len()) || !v.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(ConfigError::key(
+                                format!("{at}.{name}"),
+                                "must be 4 to 20 digits",
+                            ));
+                        }
+                    }
+                }
+                if let Some(g) = guest {
+                    match pin {
+                        None => {
+                            return Err(ConfigError::key(
+                                format!("{at}.guest_pin"),
+                                "a guest PIN needs a host PIN (pin)",
+                            ))
+                        }
+                        Some(p) if p.expose() == g.expose() => return Err(ConfigError::key(
+                            format!("{at}.guest_pin"),
+                            "must differ from pin (Infinity tells hosts and guests apart by PIN)",
+                        )),
+                        Some(_) => {}
+                    }
+                    if guests != Some(true) {
+                        return Err(ConfigError::key(
+                            format!("{at}.guest_pin"),
+                            "a guest PIN needs allow_guests = true",
+                        ));
+                    }
+                }
+                Ok(())
+            };
+        check_pins(
+            "policy",
+            self.pin.as_ref(),
+            self.guest_pin.as_ref(),
+            self.allow_guests,
+        )?;
+        for (id, s) in &self.integration {
+            let at = format!("policy.integration.{id}");
+            if !integrations.iter().any(|i| &i.id == id) {
+                return Err(ConfigError::key(
+                    at,
+                    format!("no [[integration]] has id {id:?}"),
+                ));
+            }
+            check_pins(&at, s.pin.as_ref(), s.guest_pin.as_ref(), s.allow_guests)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod policy_config_tests {
+    use super::{Config, ConfigError, IpNetwork, UnknownAliasAction};
+    use std::collections::BTreeMap;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_table_with_env(toml.parse().expect("toml"), &env)
+    }
+
+    fn err(toml: &str) -> String {
+        load(toml, &[]).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn absent_means_off_and_written_means_on() {
+        let c = load("", &[]).expect("empty config");
+        assert!(!c.policy.enabled);
+        let c = load("[policy]\nallow_from = [\"127.0.0.1\"]\n", &[]).expect("loads");
+        assert!(c.policy.enabled);
+        assert_eq!(c.policy.unknown_alias, UnknownAliasAction::Continue);
+        let c = load("[policy]\nenabled = false\n", &[]).expect("off needs no auth");
+        assert!(!c.policy.enabled);
+    }
+
+    #[test]
+    fn the_password_comes_inline_from_env_file_or_as_a_hash() {
+        let c = load(
+            "[policy]\nbasic_auth_user = \"infinity\"\nbasic_auth_password_env = \"PW\"\n",
+            &[("PW", "s3cret")],
+        )
+        .expect("env");
+        assert_eq!(c.policy.basic_auth_password.expect("pw").expose(), "s3cret");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let c = load(
+            &format!(
+                "[policy]\nbasic_auth_user = \"infinity\"\nbasic_auth_password_file = {:?}\n",
+                file.display().to_string()
+            ),
+            &[],
+        )
+        .expect("file");
+        assert_eq!(
+            c.policy.basic_auth_password.expect("pw").expose(),
+            "from-file"
+        );
+        let hash = "a".repeat(64);
+        let c = load(
+            &format!(
+                "[policy]\nbasic_auth_user = \"i\"\nbasic_auth_password_sha256 = \"{hash}\"\n"
+            ),
+            &[],
+        )
+        .expect("hash");
+        assert!(c.policy.has_basic_auth());
+        let e = load(
+            "[policy]\nbasic_auth_user = \"infinity\"\nbasic_auth_password_env = \"NOPE\"\n",
+            &[],
+        )
+        .expect_err("unset variable")
+        .to_string();
+        assert!(e.contains("policy.basic_auth_password_env"), "{e}");
+        let e = err(&format!(
+            "[policy]\nbasic_auth_user = \"i\"\nbasic_auth_password = \"x\"\nbasic_auth_password_sha256 = \"{hash}\"\n"
+        ));
+        assert!(e.contains("policy.basic_auth_password"), "{e}");
+        let e = err("[policy]\nbasic_auth_user = \"i\"\nbasic_auth_password_sha256 = \"abc\"\n");
+        assert!(e.contains("policy.basic_auth_password_sha256"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_their_key() {
+        assert!(err("[policy]\n").contains("`policy`"));
+        assert!(err("[policy]\nbasic_auth_user = \"infinity\"\n")
+            .contains("policy.basic_auth_password"));
+        assert!(
+            err("[policy]\nbasic_auth_password = \"pw\"\nallow_from = [\"::1\"]\n")
+                .contains("policy.basic_auth_user")
+        );
+        assert!(
+            err("[policy]\nbasic_auth_user = \"a:b\"\nbasic_auth_password = \"pw\"\n")
+                .contains("policy.basic_auth_user")
+        );
+        let e = err("[policy]\nallow_from = [\"10.0.0.0/33\"]\n");
+        assert!(
+            e.contains("policy.allow_from[0]") && e.contains("0 to 32"),
+            "{e}"
+        );
+        assert!(err("[policy]\nallow_from = [\"nonsense\"]\n").contains("policy.allow_from[0]"));
+        assert!(
+            err("[policy]\nallow_from = [\"::1\"]\nunknown_alias = \"maybe\"\n")
+                .contains("policy.unknown_alias")
+        );
+        assert!(err("[policy]\nallow_from = [\"::1\"]\nbuffer = 3\n").contains("policy"));
+        let base = "[policy]\nallow_from = [\"::1\"]\n";
+        assert!(err(&format!("{base}pin = \"12\"\n")).contains("policy.pin"));
+        assert!(err(&format!("{base}pin = \"12ab\"\n")).contains("policy.pin"));
+        assert!(err(&format!(
+            "{base}guest_pin = \"1234\"\nallow_guests = true\n"
+        ))
+        .contains("policy.guest_pin"));
+        assert!(err(&format!(
+            "{base}pin = \"1234\"\nguest_pin = \"1234\"\nallow_guests = true\n"
+        ))
+        .contains("policy.guest_pin"));
+        assert!(
+            err(&format!("{base}pin = \"1234\"\nguest_pin = \"5678\"\n")).contains("allow_guests")
+        );
+        assert!(err(&format!(
+            "{base}[policy.integration.nope]\npin = \"1234\"\n"
+        ))
+        .contains("policy.integration.nope"));
+        assert!(err(&format!(
+            "{base}[policy.integration.default]\npin = \"1\"\n"
+        ))
+        .contains("policy.integration.default.pin"));
+    }
+
+    #[test]
+    fn service_options_per_integration_or_global() {
+        let c = load(
+            "[policy]\nallow_from = [\"::1\"]\npin = \"1234\"\nunknown_alias = \"reject\"\n\
+             [[integration]]\nid = \"a\"\nresource_email = \"a@example.com\"\n\
+             [[integration]]\nid = \"b\"\nresource_email = \"b@example.com\"\n\
+             [policy.integration.b]\npin = \"4321\"\nguest_pin = \"9999\"\nallow_guests = true\n",
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(c.policy.unknown_alias, UnknownAliasAction::Reject);
+        let a = c.policy.service_options("a");
+        assert_eq!(a.pin.expect("pin").expose(), "1234");
+        assert_eq!(a.allow_guests, None);
+        let b = c.policy.service_options("b");
+        assert_eq!(b.pin.expect("pin").expose(), "4321");
+        assert_eq!(b.guest_pin.expect("guest").expose(), "9999");
+        assert_eq!(b.allow_guests, Some(true));
+        assert!(!format!("{:?}", c.policy).contains("4321"));
+    }
+
+    #[test]
+    fn environment_overrides_keep_pins_as_text() {
+        let c = Config::load(
+            None,
+            [
+                (
+                    "VMR__POLICY__ALLOW_FROM".to_string(),
+                    "[\"10.0.0.0/8\"]".to_string(),
+                ),
+                ("VMR__POLICY__PIN".to_string(), "0042".to_string()),
+            ],
+        )
+        .expect("env config");
+        assert!(c.policy.enabled);
+        assert_eq!(c.policy.pin.expect("pin").expose(), "0042");
+        assert_eq!(c.policy.allow_from.len(), 1);
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let net = |s: &str| s.parse::<IpNetwork>().expect(s);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect(s);
+        assert!(net("10.0.0.0/8").contains(ip("10.255.1.2")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("192.0.2.7").contains(ip("192.0.2.7")));
+        assert!(!net("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(net("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(net("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(net("2001:db8::/32").contains(ip("2001:db8:1::5")));
+        assert!(!net("2001:db8::/32").contains(ip("2001:db9::5")));
+        assert!(!net("::1").contains(ip("127.0.0.1")));
+        assert_eq!(net("10.1.0.0/16").to_string(), "10.1.0.0/16");
     }
 }
 
@@ -1874,6 +2388,7 @@ impl Config {
         let exchange = take_exchange_tables(&mut tree, env)?;
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| deserialize_error("", e))?;
+        config.policy.resolve_secrets(env)?;
         for (i, connection) in exchange {
             if let Some(integration) = config.integrations.get_mut(i) {
                 integration.exchange = Some(connection);
@@ -1966,6 +2481,7 @@ impl Config {
             }
         }
         self.admin.validate()?;
+        self.policy.validate(&self.integrations)?;
         if self.limits.request_timeout_ms == 0 {
             return Err(ConfigError::key(
                 "limits.request_timeout_ms",
@@ -2353,13 +2869,16 @@ fn apply_override(tree: &mut toml::Value, path: &str, raw: &str) -> Result<(), C
 /// Keys that hold secrets: their environment overrides stay strings (so
 /// `123456` is not turned into a number), and a wrong type is reported
 /// without the value.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 9] = [
     "password",
     "client_secret",
     "shared_secret",
     "deferral_key",
     "tag_key",
     "key",
+    "basic_auth_password",
+    "pin",
+    "guest_pin",
 ];
 
 /// Moves every `integration[i].exchange` table out of `tree` and resolves it
