@@ -10,6 +10,7 @@
 //! - [`naa`]: Nested App Authentication: a fake `@azure/msal-browser` for the pane and the
 //!   token endpoint behind it, signing with the [`entra`] tenant's key.
 //! - [`tls`]: the HTTPS listener's self-signed certificate.
+//! - [`infinity`]: Pexip Infinity's management API (VMRs and their aliases) for the push mode.
 //! - [`schema_validation`]: in-process XML Schema validation with the system's libxml2, so the
 //!   simulated Exchange can reject every EWS request that fails Microsoft's schema.
 //!
@@ -21,6 +22,7 @@
 pub mod entra;
 pub mod ews;
 pub mod exchange_identity;
+pub mod infinity;
 pub mod jwt;
 pub mod naa;
 pub mod outlook;
@@ -45,6 +47,8 @@ pub struct Simulator {
     pub entra: Arc<EntraIssuer>,
     /// The simulated Exchange server's EWS side (mailboxes, meeting flows, control API).
     pub ews: Arc<ews::ExchangeServer>,
+    /// The simulated Pexip Infinity management API (`/api/admin/configuration/v1/…`).
+    pub infinity: Arc<infinity::InfinityServer>,
 }
 
 impl Simulator {
@@ -65,6 +69,7 @@ impl Simulator {
             exchange: Arc::new(ExchangeIssuer::generate(&origin)?),
             entra: Arc::new(EntraIssuer::generate(&origin, tenant_id)?),
             ews: Arc::new(ews::ExchangeServer::new(exchange)?),
+            infinity: Arc::new(infinity::InfinityServer::default()),
             origin,
         })
     }
@@ -83,6 +88,7 @@ impl Simulator {
             .merge(naa::router(self.entra.clone()))
             .merge(self.ews.router())
             .merge(outlook::mail_router(self.ews.clone()))
+            .merge(infinity::router(self.infinity.clone()))
     }
 
     /// URL of the simulated EWS endpoint (`{origin}/EWS/Exchange.asmx`).
