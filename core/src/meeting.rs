@@ -104,6 +104,10 @@ pub struct MeetingItem {
     pub subject: String,
     pub body: Body,
     pub organizer: Person,
+    /// Who sent the message when not the organizer: a delegate sending on the organizer's
+    /// behalf (EWS `Sender` ≠ `From`).
+    #[serde(default)]
+    pub sender: Option<Person>,
     /// Required and optional attendees.
     pub attendees: Vec<Person>,
     /// Resources (rooms, equipment) invited.

@@ -940,6 +940,7 @@ fn series_of_a_meeting_item_reads_its_fields() {
         subject: "Stand-up".into(),
         body: Body::default(),
         organizer: Person::default(),
+        sender: None,
         attendees: vec![],
         resources: vec![],
         start: utc(2026, 1, 5, 8, 0),

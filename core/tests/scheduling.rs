@@ -35,6 +35,7 @@ fn request(start: i64, end: i64) -> MeetingItem {
             name: "Alice".into(),
             email: "alice@example.com".into(),
         },
+        sender: None,
         attendees: vec![],
         resources: vec![],
         start,

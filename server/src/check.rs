@@ -578,6 +578,7 @@ mod tests {
                 name: "Alice".into(),
                 email: "alice@example.com".into(),
             },
+            sender: None,
             attendees: Vec::new(),
             resources: Vec::new(),
             start: 0,

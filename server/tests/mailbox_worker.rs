@@ -85,6 +85,7 @@ fn weekly_series(tag: &str) -> MeetingItem {
             name: "Alice".into(),
             email: "alice@example.com".into(),
         },
+        sender: None,
         attendees: vec![],
         resources: vec![],
         start: MONDAY_9,

@@ -268,3 +268,60 @@ async fn without_impersonation_of_organizers_the_meeting_is_declined_with_the_re
     assert_eq!(replies(&sim, ALICE, &uid)?.len(), 1, "declined twice");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tok_of_the_delegate_who_sent_the_meeting_on_the_organizers_behalf_is_accepted(
+) -> Result<()> {
+    const DAVE: &str = "dave@example.com";
+    let sim = Sim::start().await?;
+    let ews = &sim.running.simulator.ews;
+    ews.add_mailbox(DAVE, "Dave", vmr_simulator::ews::MailboxKind::User);
+    let server = ServerProcess::start(watching_setup(&sim, "")?)?;
+    let now = now_ms() / 1000;
+    // Dave, Alice's delegate, clicked the button (his TOK) and sends on Alice's behalf.
+    let uid = ews.send_meeting_on_behalf(
+        meeting(
+            ALICE,
+            "Booked by Dave",
+            &deferred_block(
+                "<div>Instructions will follow.</div>",
+                &mint_tok(DAVE, now, now + 86_400)?,
+            ),
+            tomorrow(0),
+            tomorrow(0) + HOUR,
+        ),
+        DAVE,
+    )?;
+    let got = match wait_for_replies(&sim, ALICE, &uid, 1, WAIT).await {
+        Ok(got) => got,
+        Err(e) => return Err(e.context(server.log_text())),
+    };
+    assert_eq!(
+        got[0].item_class, "IPM.Schedule.Meeting.Resp.Pos",
+        "{got:?}"
+    );
+    let update = messages(&sim, BOB, FolderName::Inbox, &uid)?
+        .into_iter()
+        .find(|m| pxps_alias(&m.body).is_some())
+        .context("Bob got no update with the instructions")?;
+    assert_eq!(update.from.map(|p| p.email).as_deref(), Some(ALICE));
+
+    // The same kind of TOK on a meeting Alice sent herself names someone who is neither
+    // the organizer nor the sender: refused.
+    let own = ews.send_meeting(meeting(
+        ALICE,
+        "Sent by Alice",
+        &deferred_block(
+            "<div>Instructions will follow.</div>",
+            &mint_tok(DAVE, now, now + 86_400)?,
+        ),
+        tomorrow(2),
+        tomorrow(2) + HOUR,
+    ))?;
+    let got = wait_for_replies(&sim, ALICE, &own, 1, WAIT).await?;
+    assert_eq!(
+        got[0].item_class, "IPM.Schedule.Meeting.Resp.Neg",
+        "{got:?}"
+    );
+    Ok(())
+}

@@ -93,6 +93,12 @@ pub fn read_item(el: &Element) -> Result<Fetched, String> {
         .and_then(|o| o.child(NS_TYPES, "Mailbox"))
         .map(person)
         .unwrap_or_default();
+    // A delegate who sent a request on the organizer's behalf: `Sender` differs from `From`.
+    let sender = el
+        .child(NS_TYPES, "Sender")
+        .and_then(|s| s.child(NS_TYPES, "Mailbox"))
+        .map(person)
+        .filter(|s| !s.email.is_empty() && !s.email.eq_ignore_ascii_case(&organizer.email));
     let attendees = ["RequiredAttendees", "OptionalAttendees"]
         .iter()
         .flat_map(|list| attendee_list(el, list))
@@ -158,6 +164,7 @@ pub fn read_item(el: &Element) -> Result<Fetched, String> {
         subject: el.child_text(NS_TYPES, "Subject").unwrap_or("").to_owned(),
         body,
         organizer,
+        sender,
         attendees,
         resources,
         start,

@@ -138,6 +138,8 @@ pub fn get_item_fields(ctx: &RequestContext) -> Vec<&'static str> {
         "meetingRequest:MeetingRequestType",
         // A meeting cancellation has no calendar:Organizer; its sender is the organizer.
         "message:From",
+        // A delegate sending on the organizer's behalf (checked against a TOK's requester).
+        "message:Sender",
     ]
 }
 

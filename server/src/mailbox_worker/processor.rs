@@ -309,10 +309,13 @@ async fn find_tag(
     item: &MeetingItem,
     record: Option<&MeetingRecord>,
 ) -> Result<Found, StorageError> {
+    // The delegate who sent the request on the organizer's behalf may have asked for the
+    // room (Exchange lets only delegates send on behalf).
+    let delegates: Vec<String> = item.sender.iter().map(|s| s.email.clone()).collect();
     let facts = MeetingFacts {
         uid: &item.uid,
         organizer_email: &item.organizer.email,
-        delegates: &[],
+        delegates: &delegates,
     };
     let resolved = tag_resolution::resolve(
         &item.body.content,

@@ -146,6 +146,25 @@ impl ExchangeServer {
     /// The organizer's mailbox is created (a user mailbox) when it does not exist. Returns the
     /// meeting's UID (hex CleanGlobalObjectId).
     pub fn send_meeting(&self, meeting: SendMeeting) -> Result<String, FlowError> {
+        self.send_meeting_as(meeting, None)
+    }
+
+    /// As [`ExchangeServer::send_meeting`], sent by the organizer's delegate `delegate` (an
+    /// existing mailbox) on the organizer's behalf: the requests' `Sender` is the delegate,
+    /// their `From` and `Organizer` the organizer.
+    pub fn send_meeting_on_behalf(
+        &self,
+        meeting: SendMeeting,
+        delegate: &str,
+    ) -> Result<String, FlowError> {
+        self.send_meeting_as(meeting, Some(delegate))
+    }
+
+    fn send_meeting_as(
+        &self,
+        meeting: SendMeeting,
+        delegate: Option<&str>,
+    ) -> Result<String, FlowError> {
         if meeting.end < meeting.start {
             return Err(FlowError::Invalid(format!(
                 "end {} is before start {}",
@@ -178,6 +197,19 @@ impl ExchangeServer {
             .get(&organizer_email)
             .map(|m| m.person())
             .ok_or(FlowError::UnknownMailbox(organizer_email.clone()))?;
+        let sender = match delegate {
+            Some(d) => {
+                let d = normalize_email(d);
+                Some(
+                    store
+                        .mailboxes
+                        .get(&d)
+                        .map(|m| m.person())
+                        .ok_or(FlowError::UnknownMailbox(d))?,
+                )
+            }
+            None => None,
+        };
         let attendees = |list: &[String], store: &Store| -> Vec<Attendee> {
             list.iter()
                 .map(|e| normalize_email(e))
@@ -249,9 +281,12 @@ impl ExchangeServer {
             &mut store,
             &recipients,
             &fields,
-            &meeting.subject,
-            &meeting.body,
-            RequestType::New,
+            &Delivery {
+                subject: &meeting.subject,
+                body: &meeting.body,
+                request_type: RequestType::New,
+                sender: sender.as_ref(),
+            },
             now,
         );
         Ok(uid)
@@ -303,9 +338,12 @@ impl ExchangeServer {
             &mut store,
             &record.recipients,
             &fields,
-            &subject,
-            &body,
-            RequestType::FullUpdate,
+            &Delivery {
+                subject: &subject,
+                body: &body,
+                request_type: RequestType::FullUpdate,
+                sender: None,
+            },
             now,
         );
         Ok(())
@@ -752,9 +790,12 @@ fn organizer_update(
         store,
         &record.recipients,
         &fields,
-        &subject,
-        &body,
-        request_type,
+        &Delivery {
+            subject: &subject,
+            body: &body,
+            request_type,
+            sender: None,
+        },
         now,
     );
     Ok(())
@@ -782,15 +823,28 @@ fn cancel_whole(store: &mut Store, uid: &str, now: UnixMs) -> Result<(), FlowErr
 /// Inbox, applying it to the Calendar first where the Calendar Attendant runs (AutoUpdate);
 /// there the attendant also applies the mailbox's [`super::CalendarProcessing`] switches to the
 /// subject and body of both copies.
+/// What one meeting request carries besides the meeting's fields.
+struct Delivery<'a> {
+    subject: &'a str,
+    body: &'a Body,
+    request_type: RequestType,
+    /// A delegate sending on the organizer's behalf.
+    sender: Option<&'a Person>,
+}
+
 fn deliver_request(
     store: &mut Store,
     recipients: &[String],
     fields: &MeetingFields,
-    subject: &str,
-    body: &Body,
-    request_type: RequestType,
+    delivery: &Delivery<'_>,
     now: UnixMs,
 ) {
+    let Delivery {
+        subject,
+        body,
+        request_type,
+        sender,
+    } = *delivery;
     for recipient in recipients {
         let Some((automate, processing)) = store
             .mailboxes
@@ -826,6 +880,7 @@ fn deliver_request(
             now,
         );
         request.request_type = Some(request_type);
+        request.sender = sender.cloned();
         store.create_item(recipient, FolderName::Inbox, request, now);
     }
 }

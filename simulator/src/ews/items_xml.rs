@@ -816,9 +816,14 @@ fn write_field(w: &mut XmlWriter, store: &Store, item: &Item, shape: &ItemShape,
         "LastModifiedTime" => w.text("t:LastModifiedTime", &format_time(item.last_modified)),
         "IsAssociated" => w.text("t:IsAssociated", "false"),
         // MessageType
-        "Sender" | "From" => {
+        "Sender" => {
+            if let Some(sender) = item.sender.as_ref().or(item.from.as_ref()) {
+                write_single_recipient(w, "t:Sender", sender);
+            }
+        }
+        "From" => {
             if let Some(from) = &item.from {
-                write_single_recipient(w, &format!("t:{name}"), from);
+                write_single_recipient(w, "t:From", from);
             }
         }
         "ToRecipients" if !item.to.is_empty() => {

@@ -362,6 +362,9 @@ pub struct Item {
     pub subject: String,
     pub body: Body,
     pub from: Option<Person>,
+    /// Who sent it when not `from`: a delegate sending on the organizer's behalf (`Sender`
+    /// shows the delegate, `From` the organizer).
+    pub sender: Option<Person>,
     pub to: Vec<Person>,
     pub created: UnixMs,
     pub received: UnixMs,
@@ -920,6 +923,7 @@ pub fn blank_item(kind: ItemKind, item_class: &str, now: UnixMs) -> Item {
         subject: String::new(),
         body: Body::default(),
         from: None,
+        sender: None,
         to: Vec::new(),
         created: now,
         received: now,
