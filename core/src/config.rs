@@ -70,6 +70,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub policy: PolicyConfig,
+    pub infinity: InfinityConfig,
+    pub lifetime: LifetimeConfig,
     #[serde(rename = "integration")]
     pub integrations: Vec<IntegrationConfig>,
 }
@@ -85,6 +87,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             admin: AdminConfig::default(),
             policy: PolicyConfig::default(),
+            infinity: InfinityConfig::default(),
+            lifetime: LifetimeConfig::default(),
             integrations: vec![IntegrationConfig::default()],
         }
     }
@@ -586,7 +590,10 @@ mod admin_config_tests {
     }
 
     fn problem(c: &AdminConfig) -> String {
-        c.validate().err().map(|e| e.to_string()).unwrap_or_default()
+        c.validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -620,7 +627,11 @@ mod admin_config_tests {
             api_token_sha256: vec!["abc".into()],
             ..AdminConfig::default()
         };
-        assert!(problem(&c).contains("admin.api_token_sha256[0]"), "{}", problem(&c));
+        assert!(
+            problem(&c).contains("admin.api_token_sha256[0]"),
+            "{}",
+            problem(&c)
+        );
         c.api_token_sha256.clear();
         c.tokens = vec![named("alice", "zz")];
         assert!(problem(&c).contains("admin.token[0].sha256"));
@@ -1784,6 +1795,358 @@ impl IntegrationConfig {
     }
 }
 
+/// `[infinity]`: push mode, for sites that keep their VMRs in Pexip Infinity's
+/// own database instead of answering Infinity's policy requests. Management
+/// (and `all`) then creates, updates and deletes each scheduled VMR with its
+/// two generated aliases through the management API
+/// (`<url>/api/admin/configuration/v1/conference/`), tagged
+/// `VMR Scheduling for Exchange: <integration id>`. Absent: nothing is pushed.
+/// Present: pushed unless `enabled = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfinityConfig {
+    /// Push VMRs into Infinity (true once `[infinity]` is written).
+    #[serde(default = "infinity_enabled_when_written")]
+    pub enabled: bool,
+    /// The management node, `https://host[:port]` (no path beyond `/`).
+    pub url: Option<String>,
+    /// The management API account (an administrator with configuration rights).
+    pub username: Option<String>,
+    /// Its password: inline, `password_env` or `password_file`; read at load.
+    pub password: Option<Secret>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newlines trimmed).
+    pub password_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for the management node (a private CA or
+    /// its self-signed certificate), beside the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://` (tests only).
+    pub allow_insecure_http: bool,
+    /// Seconds one management API request may take (1–300).
+    pub timeout_secs: u64,
+    /// How often the queue is looked at, in milliseconds (50–60,000).
+    pub poll_interval_ms: u64,
+    /// First pause after Infinity could not be reached, in milliseconds
+    /// (100–60,000); doubled after each further failure up to `retry_max_secs`.
+    pub retry_initial_ms: u64,
+    /// Longest pause between attempts while Infinity is unreachable, and the
+    /// pause before a VMR Infinity refused (4xx) is tried again (1–3,600 s).
+    pub retry_max_secs: u64,
+    /// Minutes between reconcile passes (1–1,440); one also runs at start.
+    pub reconcile_interval_minutes: u32,
+}
+
+fn infinity_enabled_when_written() -> bool {
+    true
+}
+
+impl Default for InfinityConfig {
+    fn default() -> Self {
+        InfinityConfig {
+            enabled: false,
+            url: None,
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+            allow_insecure_http: false,
+            timeout_secs: 10,
+            poll_interval_ms: 1_000,
+            retry_initial_ms: 1_000,
+            retry_max_secs: 60,
+            reconcile_interval_minutes: 15,
+        }
+    }
+}
+
+impl InfinityConfig {
+    /// Reads `password_env` / `password_file` into `password` and checks
+    /// `ca_file` (part of [`Config::load`]).
+    pub fn resolve_files(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        self.password = resolve_secret(
+            "infinity",
+            "password",
+            self.password.take(),
+            self.password_env.take(),
+            self.password_file.take(),
+            env,
+        )?;
+        if let Some(path) = &self.ca_file {
+            check_pem_certificates("infinity.ca_file", path)?;
+        }
+        Ok(())
+    }
+
+    /// The VMR origin marker (`tag`, and the prefix Pexip shows as the VMR
+    /// origin) of `integration`'s VMRs.
+    pub fn origin_tag(integration: &str) -> String {
+        format!("VMR Scheduling for Exchange: {integration}")
+    }
+
+    /// Range and presence checks when enabled; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let in_range = |key: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::key(
+                    format!("infinity.{key}"),
+                    format!("must be between {min} and {max}, found {value}"),
+                ))
+            }
+        };
+        in_range("timeout_secs", self.timeout_secs, 1, 300)?;
+        in_range("poll_interval_ms", self.poll_interval_ms, 50, 60_000)?;
+        in_range("retry_initial_ms", self.retry_initial_ms, 100, 60_000)?;
+        in_range("retry_max_secs", self.retry_max_secs, 1, 3_600)?;
+        in_range(
+            "reconcile_interval_minutes",
+            u64::from(self.reconcile_interval_minutes),
+            1,
+            1_440,
+        )?;
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(raw) = &self.url else {
+            return Err(ConfigError::key(
+                "infinity.url",
+                "is required with [infinity]: the management node, e.g. https://infinity.example.com",
+            ));
+        };
+        let shown = if raw.contains('@') {
+            "a URL with '@' (not shown)".to_string()
+        } else {
+            format!("{raw:?}")
+        };
+        let url = url::Url::parse(raw)
+            .map_err(|e| ConfigError::key("infinity.url", format!("{shown} is not a URL: {e}")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::key(
+                "infinity.url",
+                "must not carry user info; give infinity.username and infinity.password",
+            ));
+        }
+        let scheme_ok =
+            url.scheme() == "https" || (url.scheme() == "http" && self.allow_insecure_http);
+        if !scheme_ok || url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::key(
+                "infinity.url",
+                format!("must be an https URL (http only with allow_insecure_http = true), found {shown}"),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+            return Err(ConfigError::key(
+                "infinity.url",
+                format!(
+                    "must be the node's address without path, query or fragment, found {shown}"
+                ),
+            ));
+        }
+        match &self.username {
+            Some(u) if !u.is_empty() && !u.contains(':') && !u.chars().any(char::is_control) => {}
+            Some(_) => {
+                return Err(ConfigError::key(
+                    "infinity.username",
+                    "must be a non-empty name without `:` or control characters",
+                ))
+            }
+            None => {
+                return Err(ConfigError::key(
+                    "infinity.username",
+                    "is required with [infinity]: the management API account",
+                ))
+            }
+        }
+        let given = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+        if given == 0 {
+            return Err(ConfigError::key(
+                "infinity.password",
+                "is required with [infinity] (password, password_env or password_file)",
+            ));
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            return Err(ConfigError::key("infinity.password", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The management API's base URL without trailing slash (`url` validated).
+    pub fn base_url(&self) -> String {
+        self.url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// `[lifetime]`: how long a scheduled VMR lives. It exists from acceptance
+/// until its meeting's last window ends (end + the integration's
+/// `meeting_buffer_after`), and is removed `grace_hours` later (Pexip's
+/// scheduled-conference list keeps a day of past meetings); its alias is then
+/// `deleted` and never issued again. Series without end never expire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifetimeConfig {
+    /// Hours a VMR is kept after its last window closed (0–720).
+    pub grace_hours: u32,
+    /// Seconds between sweeps for expired VMRs (10–86,400).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for LifetimeConfig {
+    fn default() -> Self {
+        LifetimeConfig {
+            grace_hours: 24,
+            sweep_interval_secs: 300,
+        }
+    }
+}
+
+impl LifetimeConfig {
+    /// The grace in milliseconds.
+    pub fn grace_ms(&self) -> i64 {
+        i64::from(self.grace_hours) * 3_600_000
+    }
+
+    /// Range checks; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grace_hours > 720 {
+            return Err(ConfigError::key(
+                "lifetime.grace_hours",
+                format!("must be between 0 and 720, found {}", self.grace_hours),
+            ));
+        }
+        if !(10..=86_400).contains(&self.sweep_interval_secs) {
+            return Err(ConfigError::key(
+                "lifetime.sweep_interval_secs",
+                format!(
+                    "must be between 10 and 86400, found {}",
+                    self.sweep_interval_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod infinity_lifetime_config_tests {
+    use super::{BTreeMap, Config, InfinityConfig};
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let tree: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        Config::from_table_with_env(tree, &env).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = "[infinity]\nurl = \"https://infinity.example.com\"\nusername = \"admin\"\n";
+
+    #[test]
+    fn absent_means_no_push_and_a_day_of_grace() {
+        let c = load("", &[]).expect("defaults");
+        assert!(!c.infinity.enabled);
+        assert_eq!(c.lifetime.grace_hours, 24);
+        assert_eq!(c.lifetime.grace_ms(), 86_400_000);
+        assert_eq!(c.lifetime.sweep_interval_secs, 300);
+    }
+
+    #[test]
+    fn written_means_enabled_with_the_password_from_env_or_file() {
+        let c = load(
+            &format!("{GOOD}password_env = \"PX\"\n"),
+            &[("PX", "s3cret")],
+        )
+        .expect("env");
+        assert!(c.infinity.enabled);
+        assert_eq!(
+            c.infinity.password.as_ref().map(|p| p.expose()),
+            Some("s3cret")
+        );
+        assert_eq!(c.infinity.base_url(), "https://infinity.example.com");
+        assert_eq!(
+            InfinityConfig::origin_tag("sales"),
+            "VMR Scheduling for Exchange: sales"
+        );
+        let dir = std::env::temp_dir().join(format!("vmr-infinity-pw-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").expect("write");
+        let c = load(
+            &format!("{GOOD}password_file = {:?}\n", dir.display().to_string()),
+            &[],
+        )
+        .expect("file");
+        assert_eq!(
+            c.infinity.password.as_ref().map(|p| p.expose()),
+            Some("from-file")
+        );
+        let _ = std::fs::remove_file(&dir);
+        let off = load("[infinity]\nenabled = false\n", &[]).expect("disabled needs nothing");
+        assert!(!off.infinity.enabled);
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[infinity]\nusername = \"a\"\npassword = \"p\"\n", "infinity.url"),
+            ("[infinity]\nurl = \"http://i.example.com\"\nusername = \"a\"\npassword = \"p\"\n", "infinity.url"),
+            ("[infinity]\nurl = \"https://i.example.com/api\"\nusername = \"a\"\npassword = \"p\"\n", "infinity.url"),
+            ("[infinity]\nurl = \"https://u:p@i.example.com\"\nusername = \"a\"\npassword = \"p\"\n", "infinity.url"),
+            ("[infinity]\nurl = \"https://i.example.com\"\npassword = \"p\"\n", "infinity.username"),
+            ("[infinity]\nurl = \"https://i.example.com\"\nusername = \"a:b\"\npassword = \"p\"\n", "infinity.username"),
+            (GOOD, "infinity.password"),
+            ("[infinity]\nurl = \"https://i.example.com\"\nusername = \"a\"\npassword = \"p\"\npassword_env = \"X\"\n", "infinity.password"),
+            ("[infinity]\nurl = \"https://i.example.com\"\nusername = \"a\"\npassword_env = \"NOPE\"\n", "infinity.password_env"),
+            ("[infinity]\nurl = \"https://i.example.com\"\nusername = \"a\"\npassword = \"p\"\nca_file = \"/nonexistent/ca.pem\"\n", "infinity.ca_file"),
+            ("[infinity]\nenabled = false\ntimeout_secs = 0\n", "infinity.timeout_secs"),
+            ("[infinity]\nenabled = false\nretry_max_secs = 0\n", "infinity.retry_max_secs"),
+            ("[infinity]\nenabled = false\nreconcile_interval_minutes = 0\n", "infinity.reconcile_interval_minutes"),
+            ("[infinity]\nenabled = false\nsurprise = 1\n", "surprise"),
+            ("[lifetime]\ngrace_hours = 721\n", "lifetime.grace_hours"),
+            ("[lifetime]\nsweep_interval_secs = 1\n", "lifetime.sweep_interval_secs"),
+            ("[lifetime]\ngrace_days = 1\n", "grace_days"),
+        ];
+        for (text, key) in cases {
+            let error = load(text, &[]).expect_err(text);
+            assert!(
+                error.contains(key),
+                "{text:?} gave {error:?}, expected the key {key}"
+            );
+        }
+        let http = load(
+            "[infinity]\nurl = \"http://127.0.0.1:9\"\nallow_insecure_http = true\nusername = \"a\"\npassword = \"p\"\n",
+            &[],
+        )
+        .expect("http allowed for tests");
+        assert_eq!(http.infinity.base_url(), "http://127.0.0.1:9");
+        let error = load(
+            &format!("{GOOD}password = \"hunter2-secret\"\npassword_env = \"X\"\n"),
+            &[],
+        )
+        .expect_err("two ways");
+        assert!(
+            !error.contains("hunter2"),
+            "the secret is never shown: {error}"
+        );
+    }
+}
+
 /// Environment variables by name, for `*_env` secrets.
 type EnvVars = BTreeMap<String, String>;
 
@@ -2389,6 +2752,7 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
             .map_err(|e| deserialize_error("", e))?;
         config.policy.resolve_secrets(env)?;
+        config.infinity.resolve_files(env)?;
         for (i, connection) in exchange {
             if let Some(integration) = config.integrations.get_mut(i) {
                 integration.exchange = Some(connection);
@@ -2482,6 +2846,8 @@ impl Config {
         }
         self.admin.validate()?;
         self.policy.validate(&self.integrations)?;
+        self.infinity.validate()?;
+        self.lifetime.validate()?;
         if self.limits.request_timeout_ms == 0 {
             return Err(ConfigError::key(
                 "limits.request_timeout_ms",

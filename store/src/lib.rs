@@ -7,6 +7,8 @@
 //! (and processes) can share one file.
 //!
 //! Only the management role opens storage; the edge never touches it.
+//! [`push_queue`] holds the VMRs to push into Pexip Infinity, [`lifetime`]
+//! expires VMRs after their last window and the grace.
 
 //!
 //! One module per table family: [`aliases`] (`scheduled_alias`, inserted by
@@ -23,6 +25,8 @@ pub mod aliases;
 pub mod deferral_nonces;
 pub mod integration_secrets;
 pub mod leases;
+pub mod lifetime;
+pub mod push_queue;
 pub mod scheduling;
 pub mod sync_state;
 
@@ -64,6 +68,8 @@ pub struct Storage {
     pool: AnyPool,
     sqlite: bool,
     writer: mpsc::Sender<InsertJob>,
+    /// Whether scheduling commits queue pushes to Infinity ([`push_queue`]).
+    push_queue: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn query_err(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
@@ -121,6 +127,7 @@ impl Storage {
             pool,
             sqlite,
             writer,
+            push_queue: Default::default(),
         })
     }
 

@@ -735,7 +735,9 @@ impl Storage {
     ///    (its transaction uuid identifies it: a repeat overwrites it), the
     ///    reply (at most one per `(integration, uid, revision)`: committing
     ///    the same change twice queues one reply, and the second commit
-    ///    answers `reply_id: None`) and `last_processed_at = now`.
+    ///    answers `reply_id: None`) and `last_processed_at = now`; in push
+    ///    mode ([`Storage::enable_push_queue`]) a `push_queue` row for each
+    ///    conference the change touched.
     ///
     /// Windows or a series given without any conference (neither
     /// `c.conference` nor `c.meeting.conference_id`) are refused before
@@ -871,6 +873,18 @@ impl Storage {
                 (None, Some(alias_id)) => retire_alias(conn, alias_id, c.now).await?,
                 (None, None) => {}
             }
+        }
+        if self.push_queue_enabled() {
+            // Push mode: Infinity's copy of every conference this change touched is redone.
+            let mut touched: Vec<String> = conference_id.iter().cloned().collect();
+            if let Some(alias_id) = alias_id {
+                if let Some(id) = conference_id_for_alias(conn, alias_id).await? {
+                    if !touched.contains(&id) {
+                        touched.push(id);
+                    }
+                }
+            }
+            crate::push_queue::enqueue_in(conn, &m.integration, &touched, c.now).await?;
         }
         upsert_operation(conn, &m.integration, &m.uid, &c.operation, c.now).await?;
         let reply_id = match &c.reply {
