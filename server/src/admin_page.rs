@@ -1,0 +1,1286 @@
+//! The admin page at `/admin/` (management role and `all`): server-rendered
+//! HTML (minijinja templates in `server/admin_templates/`, compiled into the
+//! binary, autoescaped as `.html`), no SPA; `admin.js` only disables the check
+//! button while the check runs.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET/POST /admin/login` | admin token form → session cookie |
+//! | `POST /admin/logout` | ends the session |
+//! | `GET /admin/` | integration health, manifest downloads, the "Run check" form |
+//! | `POST /admin/check` | runs [`crate::check::run`] (as `vmr-scheduler check`) and shows the report |
+//! | `GET /admin/conferences`, `/aliases`, `/recurring`, `/operations`, `/audit` | lists with search and paging (the admin API's queries) |
+//! | `GET /admin/conferences/{id}` | one VMR: generated aliases read-only, extra aliases, add-alias form |
+//! | `POST /admin/conferences/{id}/aliases`, `…/aliases/remove` | add / remove an extra alias (audited under the token's label) |
+//!
+//! Login: the admin token is entered once; its label is kept server-side in a
+//! session named by a random id in the `__Host-vmr-admin-session` cookie
+//! (HttpOnly, Secure, SameSite=Strict, Path=/). Sessions live in this
+//! process's memory (a restart, or another instance behind a load balancer
+//! without affinity, asks to sign in again). OIDC sign-in is not implemented.
+//! CSRF: every POST form carries the session's token (compared in constant
+//! time) and a POST whose `Origin` names another host is refused; the login
+//! form is protected by a double-submit cookie. Every answer carries a strict
+//! Content-Security-Policy (`'self'` only), `no-store` and `nosniff`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use minijinja::Environment;
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::admin_api::{self, ListQuery};
+use crate::app::ManagementState;
+use crate::http::ops::admin_label;
+
+/// The session cookie (the `__Host-` prefix binds it to this host, `Secure`, `Path=/`).
+pub const SESSION_COOKIE: &str = "__Host-vmr-admin-session";
+/// The login form's double-submit cookie.
+pub const LOGIN_COOKIE: &str = "__Host-vmr-admin-login";
+/// Rows per page of the lists.
+pub const PAGE_ROWS: i64 = 20;
+/// Most sessions kept at once (the oldest go first).
+const MAX_SESSIONS: usize = 10_000;
+
+const TEMPLATES: [(&str, &str); 7] = [
+    ("base.html", include_str!("../admin_templates/base.html")),
+    ("login.html", include_str!("../admin_templates/login.html")),
+    (
+        "overview.html",
+        include_str!("../admin_templates/overview.html"),
+    ),
+    ("check.html", include_str!("../admin_templates/check.html")),
+    ("list.html", include_str!("../admin_templates/list.html")),
+    (
+        "detail.html",
+        include_str!("../admin_templates/detail.html"),
+    ),
+    ("error.html", include_str!("../admin_templates/error.html")),
+];
+const ADMIN_CSS: &str = include_str!("../admin_templates/admin.css");
+const ADMIN_JS: &str = include_str!("../admin_templates/admin.js");
+
+/// Content-Security-Policy of every admin answer.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A signed-in admin.
+#[derive(Debug, Clone)]
+struct Session {
+    label: String,
+    csrf: String,
+    expires_ms: i64,
+    created_ms: i64,
+}
+
+/// The page's templates and sessions (one per process).
+pub struct AdminPage {
+    env: Environment<'static>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl std::fmt::Debug for AdminPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminPage").finish_non_exhaustive()
+    }
+}
+
+impl AdminPage {
+    /// Compiles the templates (they are part of the binary: a failure is a bug, reported at start).
+    pub fn new() -> Result<AdminPage, minijinja::Error> {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)?;
+        }
+        Ok(AdminPage {
+            env,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn session(&self, headers: &HeaderMap, now: i64) -> Option<Session> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let mut sessions = self.sessions.lock().ok()?;
+        match sessions.get(&id) {
+            Some(s) if s.expires_ms > now => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(&id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn start_session(&self, label: String, now: i64, ttl_ms: i64) -> Option<String> {
+        let id = random_hex();
+        let mut sessions = self.sessions.lock().ok()?;
+        sessions.retain(|_, s| s.expires_ms > now);
+        if sessions.len() >= MAX_SESSIONS {
+            let oldest = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                sessions.remove(&k);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                label,
+                csrf: random_hex(),
+                expires_ms: now + ttl_ms,
+                created_ms: now,
+            },
+        );
+        Some(id)
+    }
+
+    fn end_session(&self, headers: &HeaderMap) {
+        if let (Some(id), Ok(mut sessions)) =
+            (cookie(headers, SESSION_COOKIE), self.sessions.lock())
+        {
+            sessions.remove(&id);
+        }
+    }
+
+    fn render(&self, status: StatusCode, name: &str, ctx: Value) -> Response {
+        let rendered = self
+            .env
+            .get_template(name)
+            .and_then(|t| t.render(template_value(&ctx)));
+        match rendered {
+            Ok(html) => (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "admin page template failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the admin page could not be rendered; see the server log",
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// A JSON value as a template value (minijinja is built without its serde feature).
+fn template_value(v: &Value) -> minijinja::Value {
+    match v {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(f)) => minijinja::Value::from(f),
+            (None, None) => minijinja::Value::from(n.to_string()),
+        },
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Array(items) => {
+            minijinja::Value::from(items.iter().map(template_value).collect::<Vec<_>>())
+        }
+        Value::Object(map) => minijinja::Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), template_value(v)))
+                .collect::<std::collections::BTreeMap<String, minijinja::Value>>(),
+        ),
+    }
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The value of cookie `name` in the request.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    let text = format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A POST whose `Origin` names another host than the one asked is refused.
+fn origin_ok(headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let Some(host) = host else {
+        return true;
+    };
+    match url::Url::parse(origin) {
+        Ok(o) => {
+            let port = o.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let origin_host = format!("{}{port}", o.host_str().unwrap_or_default());
+            origin_host.eq_ignore_ascii_case(&host)
+        }
+        Err(_) => false,
+    }
+}
+
+/// The page's routes, with its own state as an extension and security headers.
+pub fn routes(_state: &ManagementState) -> Result<Router<ManagementState>, minijinja::Error> {
+    let page = Arc::new(AdminPage::new()?);
+    Ok(Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/") }))
+        .route("/admin/", get(overview))
+        .route("/admin/login", get(login_form).post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/check", post(run_check))
+        .route("/admin/conferences", get(conferences))
+        .route("/admin/conferences/{id}", get(conference))
+        .route("/admin/conferences/{id}/aliases", post(add_alias))
+        .route("/admin/conferences/{id}/aliases/remove", post(remove_alias))
+        .route("/admin/aliases", get(aliases))
+        .route("/admin/recurring", get(recurring))
+        .route("/admin/operations", get(operations))
+        .route("/admin/audit", get(audit))
+        .route("/admin/static/admin.css", get(css))
+        .route("/admin/static/admin.js", get(js))
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(Extension(page)))
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        ADMIN_CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        ADMIN_JS,
+    )
+        .into_response()
+}
+
+fn to_login() -> Response {
+    Redirect::to("/admin/login").into_response()
+}
+
+const NAV: [(&str, &str); 6] = [
+    ("/admin/", "Overview"),
+    ("/admin/conferences", "Scheduled conferences"),
+    ("/admin/aliases", "Aliases"),
+    ("/admin/recurring", "Recurring conferences"),
+    ("/admin/operations", "Operations"),
+    ("/admin/audit", "Audit log"),
+];
+
+/// The context every signed-in page has, plus `extra`.
+fn page_ctx(session: &Session, title: &str, current: &str, extra: Value) -> Value {
+    let nav: Vec<Value> = NAV
+        .iter()
+        .map(|(href, label)| json!({"href": href, "label": label, "current": *href == current}))
+        .collect();
+    let mut ctx = json!({
+        "title": title,
+        "admin": session.label,
+        "csrf": session.csrf,
+        "nav": nav,
+    });
+    if let (Some(obj), Value::Object(more)) = (ctx.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    ctx
+}
+
+fn now(state: &ManagementState) -> i64 {
+    state.shared.clock.now_unix_ms()
+}
+
+async fn login_form(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+) -> Response {
+    if page.session(&headers, now(&state)).is_some() {
+        return Redirect::to("/admin/").into_response();
+    }
+    login_page(&state, &page, StatusCode::OK, None)
+}
+
+fn login_page(
+    state: &ManagementState,
+    page: &AdminPage,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let login_csrf = random_hex();
+    let mut r = page.render(
+        status,
+        "login.html",
+        json!({
+            "title": "Sign in",
+            "error": error,
+            "login_csrf": login_csrf,
+            "session_minutes": state.shared.config.admin.session_minutes,
+        }),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_COOKIE, &login_csrf, 3600),
+    );
+    r
+}
+
+async fn login(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let presented = form.get("login_csrf").map(String::as_str).unwrap_or("");
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if !origin_ok(&headers, &uri) || !same(presented, &expected) {
+        return login_page(
+            &state,
+            &page,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form expired or came from another site; please try again."),
+        );
+    }
+    let token = form.get("token").map(String::as_str).unwrap_or("");
+    let Some(label) = admin_label(&state.shared, token) else {
+        tracing::warn!("admin page: sign-in with an unknown token");
+        return login_page(
+            &state,
+            &page,
+            StatusCode::UNAUTHORIZED,
+            Some("That is not an admin token of this server."),
+        );
+    };
+    let ttl_secs = i64::from(state.shared.config.admin.session_minutes) * 60;
+    let Some(id) = page.start_session(label.clone(), now(&state), ttl_secs * 1000) else {
+        return page.render(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "error.html",
+            json!({"title": "Error", "message": "The session could not be started."}),
+        );
+    };
+    tracing::info!(admin = %label, "admin page: signed in");
+    let mut r = Redirect::to("/admin/").into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &id, ttl_secs),
+    );
+    r.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
+    r
+}
+
+/// The signed-in session of a POST whose CSRF token and origin check out.
+fn checked_post(
+    page: &AdminPage,
+    state: &ManagementState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    form: &HashMap<String, String>,
+) -> Result<Session, Response> {
+    let session = page.session(headers, now(state)).ok_or_else(to_login)?;
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !origin_ok(headers, uri) || !same(token, &session.csrf) {
+        return Err(page.render(
+            StatusCode::FORBIDDEN,
+            "error.html",
+            page_ctx(
+                &session,
+                "Request refused",
+                "",
+                json!({"message": "The form's security token did not match (an old tab, or a request from another site). Reload the page and try again."}),
+            ),
+        ));
+    }
+    Ok(session)
+}
+
+async fn logout(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = checked_post(&page, &state, &headers, &uri, &form) {
+        return r;
+    }
+    page.end_session(&headers);
+    let mut r = Redirect::to("/admin/login").into_response();
+    r.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    r
+}
+
+async fn overview(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let mut integrations = Vec::new();
+    for id in state.shared.integrations.keys() {
+        match admin_api::integration_status(&state, id).await {
+            Ok(Some(v)) => integrations.push(v),
+            Ok(None) => {}
+            Err(e) => return storage_error(&page, &session, e),
+        }
+    }
+    page.render(
+        StatusCode::OK,
+        "overview.html",
+        page_ctx(
+            &session,
+            "Overview",
+            "/admin/",
+            json!({ "integrations": integrations }),
+        ),
+    )
+}
+
+fn storage_error(page: &AdminPage, session: &Session, e: vmr_store::StorageError) -> Response {
+    let id = uuid::Uuid::new_v4();
+    tracing::error!(correlation_id = %id, error = %e, "admin page: database error");
+    page.render(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "error.html",
+        page_ctx(
+            session,
+            "Error",
+            "",
+            json!({"message": format!("The database could not be read. Quote reference {id} when you look at the server log.")}),
+        ),
+    )
+}
+
+async fn run_check(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let options = crate::check::CheckOptions {
+        organizer: form
+            .get("organizer")
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty()),
+    };
+    tracing::info!(admin = %session.label, "admin page: running the Exchange check");
+    let report =
+        crate::check::run(&state.shared.config, &options, state.shared.clock.clone()).await;
+    page.render(
+        StatusCode::OK,
+        "check.html",
+        page_ctx(
+            &session,
+            "Check result",
+            "/admin/",
+            json!({
+                "text": report.text,
+                "must_fix": report.must_fix,
+                "undetermined": report.undetermined,
+                "integrations": report.integrations,
+            }),
+        ),
+    )
+}
+
+/// One table cell: text, and a link when it leads somewhere.
+#[derive(Debug, Serialize)]
+struct Cell {
+    text: String,
+    href: Option<String>,
+}
+
+fn cell(text: impl Into<String>) -> Cell {
+    Cell {
+        text: text.into(),
+        href: None,
+    }
+}
+
+fn link(text: impl Into<String>, href: String) -> Cell {
+    Cell {
+        text: text.into(),
+        href: Some(href),
+    }
+}
+
+/// A filter field of a list page.
+fn field(name: &str, label: &str, params: &HashMap<String, String>) -> Value {
+    json!({"name": name, "label": label, "value": params.get(name).cloned().unwrap_or_default()})
+}
+
+fn integration_field(state: &ManagementState, params: &HashMap<String, String>) -> Value {
+    let mut options = vec![json!({"value": "", "label": "All integrations"})];
+    options.extend(
+        state
+            .shared
+            .integrations
+            .keys()
+            .map(|id| json!({"value": id, "label": id})),
+    );
+    json!({
+        "name": "integration", "label": "Integration",
+        "value": params.get("integration").cloned().unwrap_or_default(),
+        "options": options,
+    })
+}
+
+/// The list query of a page: its filters, `PAGE_ROWS` rows from page `page`.
+fn list_query(params: &HashMap<String, String>) -> (ListQuery, i64) {
+    let page_no = params
+        .get("page")
+        .and_then(|p| p.trim().parse::<i64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let get = |k: &str| params.get(k).cloned();
+    let q = ListQuery {
+        integration: get("integration"),
+        organizer: get("organizer"),
+        from: get("from"),
+        to: get("to"),
+        q: get("q"),
+        state: get("state"),
+        success: get("success"),
+        limit: Some(PAGE_ROWS.to_string()),
+        offset: Some(((page_no - 1).saturating_mul(PAGE_ROWS)).to_string()),
+    };
+    (q, page_no)
+}
+
+/// `path?filters&page=n`, keeping the non-empty filters.
+fn page_href(path: &str, params: &HashMap<String, String>, page_no: i64) -> String {
+    let mut keys: Vec<&String> = params
+        .keys()
+        .filter(|k| k.as_str() != "page" && params.get(*k).is_some_and(|v| !v.is_empty()))
+        .collect();
+    keys.sort();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for k in keys {
+        query.append_pair(k, &params[k]);
+    }
+    query.append_pair("page", &page_no.to_string());
+    format!("{path}?{}", query.finish())
+}
+
+/// What a list page shows.
+struct ListView {
+    title: &'static str,
+    path: &'static str,
+    caption: String,
+    filters: Vec<Value>,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
+    total: i64,
+}
+
+fn render_list(
+    page: &AdminPage,
+    session: &Session,
+    params: &HashMap<String, String>,
+    page_no: i64,
+    view: ListView,
+) -> Response {
+    let pages = ((view.total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
+    let first = (page_no - 1) * PAGE_ROWS + 1;
+    let last = (first + view.rows.len() as i64 - 1).max(first);
+    let prev = (page_no > 1).then(|| page_href(view.path, params, (page_no - 1).min(pages)));
+    let next = (page_no < pages).then(|| page_href(view.path, params, page_no + 1));
+    page.render(
+        StatusCode::OK,
+        "list.html",
+        page_ctx(
+            session,
+            view.title,
+            view.path,
+            json!({
+                "action": view.path,
+                "caption": view.caption,
+                "filters": view.filters,
+                "columns": view.columns,
+                "rows": view.rows,
+                "total": view.total,
+                "first": first,
+                "last": last,
+                "page": page_no,
+                "pages": pages,
+                "prev_href": prev,
+                "next_href": next,
+            }),
+        ),
+    )
+}
+
+fn bad_filter(
+    page: &AdminPage,
+    session: &Session,
+    title: &str,
+    failure: crate::api_error::ApiFailure,
+) -> Response {
+    page.render(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "error.html",
+        page_ctx(session, title, "", json!({"message": failure.message})),
+    )
+}
+
+async fn conferences(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(&params);
+    let title = "Scheduled conferences";
+    let (filter, paging) = match q
+        .conference_filter(&state.shared)
+        .and_then(|f| Ok((f, q.paging()?)))
+    {
+        Ok(v) => v,
+        Err(e) => return bad_filter(&page, &session, title, e),
+    };
+    let result = match state
+        .storage
+        .admin_scheduled_conferences(&filter, paging)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return storage_error(&page, &session, e),
+    };
+    let rows = result
+        .items
+        .iter()
+        .map(|r| {
+            let mut aliases = vec![r.alias.clone(), r.numeric_alias.clone()];
+            aliases.extend(r.extra_aliases.iter().cloned());
+            vec![
+                link(
+                    r.name.clone(),
+                    format!("/admin/conferences/{}", r.conference_id),
+                ),
+                cell(aliases.join(", ")),
+                cell(r.subject.clone()),
+                cell(r.organizer.clone().unwrap_or_default()),
+                cell(admin_api::rfc3339(r.start_time)),
+                cell(admin_api::rfc3339(r.end_time)),
+                cell(if r.is_series { "Yes" } else { "No" }),
+                cell(r.integration.clone()),
+            ]
+        })
+        .collect();
+    let mut search = field("q", "Search", &params);
+    search["hint"] = json!("Name, alias, subject or organizer");
+    let mut from = field("from", "Ending after", &params);
+    from["type"] = json!("date");
+    let mut to = field("to", "Starting before", &params);
+    to["type"] = json!("date");
+    let mut organizer = field("organizer", "Organizer", &params);
+    organizer["type"] = json!("email");
+    render_list(
+        &page,
+        &session,
+        &params,
+        page_no,
+        ListView {
+            title,
+            path: "/admin/conferences",
+            caption:
+                "Scheduled conferences, one row per meeting or occurrence window, by start time"
+                    .into(),
+            filters: vec![
+                search,
+                integration_field(&state, &params),
+                organizer,
+                from,
+                to,
+            ],
+            columns: vec![
+                "Name",
+                "Aliases",
+                "Subject",
+                "Organizer",
+                "Start",
+                "End",
+                "Series",
+                "Integration",
+            ],
+            rows,
+            total: result.total,
+        },
+    )
+}
+
+async fn aliases(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(&params);
+    let title = "Aliases";
+    let (filter, paging) = match q
+        .alias_filter(&state.shared)
+        .and_then(|f| Ok((f, q.paging()?)))
+    {
+        Ok(v) => v,
+        Err(e) => return bad_filter(&page, &session, title, e),
+    };
+    let result = match state.storage.admin_aliases(&filter, paging).await {
+        Ok(r) => r,
+        Err(e) => return storage_error(&page, &session, e),
+    };
+    let rows = result
+        .items
+        .iter()
+        .map(|a| {
+            vec![
+                cell(a.alias.clone()),
+                cell(a.numeric_alias.clone()),
+                cell(a.uuid.clone()),
+                cell(a.state.clone()),
+                cell(
+                    a.conference_deletion_time
+                        .map(admin_api::rfc3339)
+                        .unwrap_or_default(),
+                ),
+                cell(a.meeting_uid.clone().unwrap_or_default()),
+                cell(a.integration.clone()),
+            ]
+        })
+        .collect();
+    let state_field = json!({
+        "name": "state", "label": "State",
+        "value": params.get("state").cloned().unwrap_or_default(),
+        "options": [
+            {"value": "", "label": "Any state"}, {"value": "allocated", "label": "allocated"},
+            {"value": "bound", "label": "bound"}, {"value": "deleted", "label": "deleted"},
+        ],
+    });
+    render_list(
+        &page,
+        &session,
+        &params,
+        page_no,
+        ListView {
+            title,
+            path: "/admin/aliases",
+            caption: "Aliases ever issued, newest first".into(),
+            filters: vec![
+                field("q", "Search", &params),
+                integration_field(&state, &params),
+                state_field,
+            ],
+            columns: vec![
+                "Alias",
+                "Numeric alias",
+                "Uuid",
+                "State",
+                "Conference deleted",
+                "Meeting UID",
+                "Integration",
+            ],
+            rows,
+            total: result.total,
+        },
+    )
+}
+
+async fn recurring(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(&params);
+    let title = "Recurring conferences";
+    let (filter, paging) = match q
+        .simple_filter(&state.shared)
+        .and_then(|f| Ok((f, q.paging()?)))
+    {
+        Ok(v) => v,
+        Err(e) => return bad_filter(&page, &session, title, e),
+    };
+    let result = match state
+        .storage
+        .admin_recurring_conferences(&filter, paging)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return storage_error(&page, &session, e),
+    };
+    let rows = result
+        .items
+        .iter()
+        .map(|r| {
+            vec![
+                link(
+                    r.name.clone(),
+                    format!("/admin/conferences/{}", r.conference_id),
+                ),
+                cell(r.alias.clone()),
+                cell(r.subject.clone()),
+                cell(r.organizer.clone().unwrap_or_default()),
+                cell(r.current_index.to_string()),
+                cell(if r.is_depleted { "Yes" } else { "No" }),
+                cell(r.integration.clone()),
+            ]
+        })
+        .collect();
+    render_list(
+        &page,
+        &session,
+        &params,
+        page_no,
+        ListView {
+            title,
+            path: "/admin/recurring",
+            caption: "Series, by subject".into(),
+            filters: vec![
+                field("q", "Search", &params),
+                integration_field(&state, &params),
+            ],
+            columns: vec![
+                "Name",
+                "Alias",
+                "Subject",
+                "Organizer",
+                "Current occurrence",
+                "Depleted",
+                "Integration",
+            ],
+            rows,
+            total: result.total,
+        },
+    )
+}
+
+async fn operations(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(&params);
+    let title = "Operations";
+    let (filter, paging) = match q
+        .operation_filter(&state.shared)
+        .and_then(|f| Ok((f, q.paging()?)))
+    {
+        Ok(v) => v,
+        Err(e) => return bad_filter(&page, &session, title, e),
+    };
+    let result = match state.storage.admin_operations(&filter, paging).await {
+        Ok(r) => r,
+        Err(e) => return storage_error(&page, &session, e),
+    };
+    let rows = result
+        .items
+        .iter()
+        .map(|o| {
+            vec![
+                cell(o.transaction_uuid.clone()),
+                cell(admin_api::rfc3339(o.creation_time)),
+                cell(if o.success { "Yes" } else { "No" }),
+                cell(o.error_code.clone()),
+                cell(o.error_description.clone()),
+                cell(o.resource_id.clone()),
+                cell(o.integration.clone()),
+            ]
+        })
+        .collect();
+    let success = json!({
+        "name": "success", "label": "Outcome",
+        "value": params.get("success").cloned().unwrap_or_default(),
+        "options": [
+            {"value": "", "label": "Any outcome"}, {"value": "true", "label": "Succeeded"},
+            {"value": "false", "label": "Failed"},
+        ],
+    });
+    render_list(
+        &page,
+        &session,
+        &params,
+        page_no,
+        ListView {
+            title,
+            path: "/admin/operations",
+            caption: "The scheduling service's processing log, newest first (the transaction uuid is the correlation id quoted in declines)".into(),
+            filters: vec![field("q", "Search", &params), integration_field(&state, &params), success],
+            columns: vec!["Transaction uuid", "Time", "Success", "Error code", "Error description", "Resource id", "Integration"],
+            rows,
+            total: result.total,
+        },
+    )
+}
+
+async fn audit(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(&params);
+    let title = "Audit log";
+    let (filter, paging) = match q
+        .simple_filter(&state.shared)
+        .and_then(|f| Ok((f, q.paging()?)))
+    {
+        Ok(v) => v,
+        Err(e) => return bad_filter(&page, &session, title, e),
+    };
+    let result = match state.storage.admin_audit(&filter, paging).await {
+        Ok(r) => r,
+        Err(e) => return storage_error(&page, &session, e),
+    };
+    let rows = result
+        .items
+        .iter()
+        .map(|a| {
+            vec![
+                cell(admin_api::rfc3339(a.at)),
+                cell(a.actor.clone()),
+                cell(a.action.clone()),
+                cell(format!("{} {}", a.object_type, a.object_id)),
+                cell(a.detail.clone()),
+            ]
+        })
+        .collect();
+    let mut search = field("q", "Search", &params);
+    search["hint"] = json!("User (e.g. schedulingservice), action, object or detail");
+    render_list(
+        &page,
+        &session,
+        &params,
+        page_no,
+        ListView {
+            title,
+            path: "/admin/audit",
+            caption:
+                "Every change, newest first: admins by token name, the service as schedulingservice"
+                    .into(),
+            filters: vec![search, integration_field(&state, &params)],
+            columns: vec!["Time", "User", "Action", "Object", "Detail"],
+            rows,
+            total: result.total,
+        },
+    )
+}
+
+/// The detail page of conference `id`, with an optional notice or form error.
+async fn detail_page(
+    state: &ManagementState,
+    page: &AdminPage,
+    session: &Session,
+    id: &str,
+    status: StatusCode,
+    extra: Value,
+) -> Response {
+    let detail = match state.storage.admin_conference(id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return page.render(
+                StatusCode::NOT_FOUND,
+                "error.html",
+                page_ctx(
+                    session,
+                    "Not found",
+                    "",
+                    json!({"message": format!("There is no conference {id}.")}),
+                ),
+            )
+        }
+        Err(e) => return storage_error(page, session, e),
+    };
+    let c = admin_api::conference_json(&detail);
+    let title = format!("Conference {}", detail.conference.name);
+    let mut more = json!({ "c": c, "alias_value": "", "description_value": "" });
+    if let (Some(obj), Value::Object(e)) = (more.as_object_mut(), extra) {
+        obj.extend(e);
+    }
+    page.render(
+        status,
+        "detail.html",
+        page_ctx(session, &title, "/admin/conferences", more),
+    )
+}
+
+async fn conference(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = page.session(&headers, now(&state)) else {
+        return to_login();
+    };
+    let notice = if let Some(a) = params.get("added") {
+        Some(format!("Extra alias {a} added."))
+    } else {
+        params
+            .get("removed")
+            .map(|a| format!("Extra alias {a} removed."))
+    };
+    detail_page(
+        &state,
+        &page,
+        &session,
+        &id,
+        StatusCode::OK,
+        json!({ "notice": notice }),
+    )
+    .await
+}
+
+fn after_write(id: &str, key: &str, alias: &str) -> Response {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair(key, alias);
+    Redirect::to(&format!("/admin/conferences/{id}?{}", query.finish())).into_response()
+}
+
+async fn add_alias(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let alias = form.get("alias").cloned().unwrap_or_default();
+    let description = form.get("description").cloned().unwrap_or_default();
+    match state
+        .storage
+        .add_extra_alias(&id, &alias, &description, &session.label, now(&state))
+        .await
+    {
+        Ok(added) => {
+            tracing::info!(conference = %id, alias = %added.alias, admin = %session.label, "extra alias added (admin page)");
+            after_write(&id, "added", &added.alias)
+        }
+        Err(e) => {
+            let failure = admin_api::write_failure(e);
+            if failure.status.is_server_error() {
+                return failure.into_response();
+            }
+            detail_page(
+                &state,
+                &page,
+                &session,
+                &id,
+                failure.status,
+                json!({"error": failure.message, "alias_value": alias, "description_value": description}),
+            )
+            .await
+        }
+    }
+}
+
+async fn remove_alias(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let alias = form.get("alias").cloned().unwrap_or_default();
+    match state
+        .storage
+        .remove_extra_alias(&id, &alias, &session.label, now(&state))
+        .await
+    {
+        Ok(()) => after_write(&id, "removed", &alias.trim().to_lowercase()),
+        Err(e) => {
+            let failure = admin_api::write_failure(e);
+            if failure.status.is_server_error() {
+                return failure.into_response();
+            }
+            detail_page(
+                &state,
+                &page,
+                &session,
+                &id,
+                failure.status,
+                json!({"error": failure.message}),
+            )
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_compile_and_escape() {
+        let page = AdminPage::new().expect("templates compile");
+        let session = Session {
+            label: "<b>eve</b>".into(),
+            csrf: "t".into(),
+            expires_ms: 1,
+            created_ms: 0,
+        };
+        let r = page
+            .env
+            .get_template("error.html")
+            .unwrap()
+            .render(template_value(&page_ctx(
+                &session,
+                "T",
+                "",
+                json!({"message": "<script>x</script>"}),
+            )));
+        let html = r.unwrap();
+        assert!(html.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"), "{html}");
+        assert!(html.contains("&lt;b&gt;eve&lt;&#x2f;b&gt;"), "{html}");
+        assert!(!html.contains("<script>x"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "a=1; __Host-vmr-admin-session=abc; x__Host-vmr-admin-session=no",
+            ),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn origins_must_match_the_host() {
+        let uri: Uri = "/admin/check".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8443"));
+        assert!(origin_ok(&h, &uri));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8443"),
+        );
+        assert!(origin_ok(&h, &uri));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!origin_ok(&h, &uri));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!origin_ok(&h, &uri));
+    }
+
+    #[test]
+    fn sessions_expire() {
+        let page = AdminPage::new().unwrap();
+        let id = page.start_session("alice".into(), 1_000, 500).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
+        );
+        assert_eq!(
+            page.session(&h, 1_200).map(|s| s.label).as_deref(),
+            Some("alice")
+        );
+        assert!(page.session(&h, 1_500).is_none());
+    }
+
+    #[test]
+    fn page_links_keep_filters() {
+        let mut p = HashMap::new();
+        p.insert("q".to_string(), "a&b".to_string());
+        p.insert("page".to_string(), "3".to_string());
+        p.insert("integration".to_string(), String::new());
+        assert_eq!(
+            page_href("/admin/aliases", &p, 4),
+            "/admin/aliases?q=a%26b&page=4"
+        );
+    }
+}
