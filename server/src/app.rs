@@ -69,6 +69,8 @@ pub struct ManagementState {
     pub deferral_keys: Option<Arc<DeferralKeys>>,
     /// Role `management` answers only edges presenting the shared secret.
     pub require_edge_secret: bool,
+    /// Infinity's external policy index (`[policy]` enabled), followed in the background.
+    pub policy: Option<Arc<crate::policy::PolicyService>>,
 }
 
 /// A process, built for its role at start-up.
@@ -81,11 +83,15 @@ impl App {
     /// Prepares the app for the configured role; fails with a message naming
     /// what is wrong.
     pub async fn build(config: Config) -> Result<App> {
+        Self::build_with_clock(config, vmr_core::clock::system()).await
+    }
+
+    /// [`App::build`] with the time taken from `clock` (tests move it).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<App> {
         // Local Office.js: refuse to start without the files the pane needs.
         config.server.check_office_js_files()?;
         tls::install_crypto_provider();
         let http_client = tls::http_client(&config.http_client)?;
-        let clock = vmr_core::clock::system();
         let validator = TokenValidator::new(http_client.clone()).with_clock(clock.clone());
         let limits = AllocationLimits::new(&config.limits, clock.clone());
         let pane_page = load_pane_index(&config)?;
@@ -137,12 +143,22 @@ impl App {
         let stats = Arc::new(AliasStats::default());
         let metrics = crate::metrics::registry(stats.clone(), integrations.clone());
         let require_edge_secret = config.role == Role::Management;
+        let policy = if config.policy.enabled {
+            let p = crate::policy::PolicyService::load(&config, storage.clone(), clock.clone())
+                .await
+                .context("policy: loading the index of scheduled conferences")?;
+            crate::policy::PolicyService::spawn_follower(&p);
+            Some(p)
+        } else {
+            None
+        };
         Ok(App::Management(ManagementState {
             shared: parts.into_shared(config, integrations, metrics),
             storage,
             stats,
             deferral_keys,
             require_edge_secret,
+            policy,
         }))
     }
 
@@ -257,7 +273,8 @@ pub async fn serve(
         let _ = stopping_tx.send(true);
         shutdown_handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    let service = router.into_make_service();
+    // The peer address reaches handlers (the policy API's `allow_from`).
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let fut = async move {
         if let Some((listener, router)) = admin {
             tokio::spawn(async move {

@@ -18,6 +18,7 @@ pub mod mailbox_worker;
 pub mod manifest;
 pub mod metrics;
 pub mod pane_page;
+pub mod policy;
 pub mod recover;
 pub mod tag_resolution;
 pub mod tls;

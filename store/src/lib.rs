@@ -18,7 +18,8 @@
 //! written per processed change in one transaction), [`sync_state`] (EWS
 //! folder sync states), [`leases`] (which management instance leads each
 //! integration's mailbox: PostgreSQL advisory locks, instance heartbeats),
-//! [`admin_queries`] (the admin API's lists, extra aliases, the audit log).
+//! [`admin_queries`] (the admin API's lists, extra aliases, the audit log),
+//! [`policy_feed`] (what the policy server's in-memory index loads and follows).
 
 pub mod admin_queries;
 pub mod aliases;
@@ -26,6 +27,7 @@ pub mod deferral_nonces;
 pub mod integration_secrets;
 pub mod leases;
 pub mod lifetime;
+pub mod policy_feed;
 pub mod push_queue;
 pub mod scheduling;
 pub mod sync_state;

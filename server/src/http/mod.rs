@@ -9,6 +9,7 @@
 //! | `GET /api/v1/pane-config?integration=…` | all | pane texts | [`pane_api`] |
 //! | `POST /api/v1/alias` | all | allocate (management, all) or forward (edge) | [`pane_api`] |
 //! | `GET /manifest.xml`, `GET /manifest/{id}.xml` | all | rendered manifest | [`manifest`] |
+//! | `GET /policy/v1/service/configuration`, `…/participant/properties` | management, all; `[policy]` basic auth / allow_from | Infinity's external policy | [`policy_api`] |
 //! | `GET /pane/…` | all | the Trunk build, precompressed | [`assets`] |
 //! | `GET /office-js/…`, `GET /static/…` | all | local Office.js copy (+ `MicrosoftAjax.js`), icons, help | [`assets`] |
 //!
@@ -27,6 +28,7 @@ pub mod assets;
 pub mod manifest;
 pub mod ops;
 pub mod pane_api;
+pub mod policy_api;
 
 use std::sync::Arc;
 
@@ -69,6 +71,11 @@ pub fn router(app: App) -> Router {
                     state.clone(),
                     pane_api::require_edge_secret,
                 ));
+            }
+            // Infinity's external policy (`[policy]`: basic auth and/or allow_from).
+            if let Some(policy) = &state.policy {
+                let gate = policy_api::PolicyGate::new(&state.shared.config.policy);
+                alias = alias.merge(policy_api::routes(policy.clone(), gate));
             }
             finish(alias, state)
         }
