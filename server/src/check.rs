@@ -28,9 +28,10 @@ use vmr_exchange::ews::client::EwsClient;
 use vmr_exchange::ews::mailbox::EwsMailbox;
 use vmr_exchange::ews::request;
 use vmr_exchange::ews::response;
-use vmr_exchange::mailbox::{Change, Fetched, Folder, ItemRef, Mailbox, MailboxError};
+use vmr_exchange::mailbox::{Folder, Mailbox, MailboxError};
 
 use crate::mailbox_worker::connect::ews_client;
+use crate::mailbox_worker::{read_folder, Pages};
 
 /// Items read from each of the resource's folders (the first page of a full sync).
 pub const SAMPLE_ITEMS: u32 = 100;
@@ -311,22 +312,12 @@ async fn open_organizer(
 async fn read_meetings(mailbox: &EwsMailbox) -> Result<Vec<MeetingItem>, MailboxError> {
     let mut meetings = Vec::new();
     for folder in Folder::ALL {
-        let batch = mailbox.sync(folder, None).await?;
-        let refs: Vec<ItemRef> = batch
-            .changes
-            .into_iter()
-            .filter_map(|c| match c {
-                Change::Upsert(item) => Some(item),
-                Change::Delete { .. } => None,
-            })
-            .collect();
-        for fetched in mailbox.fetch(&refs).await? {
-            if let Fetched::Meeting(item) = fetched {
-                if !matches!(item.kind, MessageKind::Cancellation) {
-                    meetings.push(*item);
-                }
-            }
-        }
+        let items = read_folder(mailbox, folder, Pages::First).await?;
+        meetings.extend(
+            items
+                .into_iter()
+                .filter(|item| !matches!(item.kind, MessageKind::Cancellation)),
+        );
     }
     Ok(meetings)
 }

@@ -133,16 +133,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_check(config: Config, organizer: Option<String>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime every command runs on (failure: printed, exit status 1).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        })
+}
+
+fn run_check(config: Config, organizer: Option<String>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let options = vmr_server::check::CheckOptions { organizer };
     let report = runtime.block_on(vmr_server::check::run(
@@ -161,15 +166,9 @@ fn run_check(config: Config, organizer: Option<String>) -> ExitCode {
 }
 
 fn run_recover(config: Config, options: vmr_server::recover::RecoverOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let state = match App::build(config).await {
@@ -201,15 +200,9 @@ fn run_recover(config: Config, options: vmr_server::recover::RecoverOptions) -> 
 }
 
 fn run_server(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("vmr-scheduler: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let app = match App::build(config).await {

@@ -33,17 +33,14 @@ use vmr_core::body_edit::TagKind;
 use vmr_core::identity::Identity;
 use vmr_core::meeting::{ItemType, MeetingItem, MessageKind, MyResponse};
 use vmr_core::scheduling::Schedule;
-use vmr_exchange::mailbox::{Change, Fetched, Folder, ItemRef, Mailbox, MailboxError};
+use vmr_exchange::mailbox::{Folder, Mailbox};
 use vmr_protocol::tag::{find_tag, MeetingTag};
 
-use crate::alias_service::{self, AliasContext, Requested};
+use crate::alias_service::{self, Requested};
 use crate::app::ManagementState;
 use crate::mailbox_worker::organizer_copy::{self, Refusal};
 use crate::mailbox_worker::processor::{self, Processed};
-use crate::mailbox_worker::{workers, WorkerContext};
-
-/// Items read per `fetch` call.
-const FETCH_CHUNK: usize = 50;
+use crate::mailbox_worker::{read_folder, workers, Pages, WorkerContext};
 
 /// What `recover` is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +128,7 @@ pub async fn run(state: &ManagementState, options: &RecoverOptions) -> anyhow::R
         if options.integration.as_ref().is_some_and(|only| *only != id) {
             continue;
         }
-        let items = read_calendar(mailbox.as_ref()).await?;
+        let items = read_folder(mailbox.as_ref(), Folder::Calendar, Pages::All).await?;
         summary.read += items.len();
         let meetings: Vec<MeetingItem> = items
             .into_iter()
@@ -178,34 +175,6 @@ fn report_progress(bar: &ProgressBar, done: usize, total: usize, integration: &s
     // Each time another tenth is complete.
     if done * 10 / total != (done - 1) * 10 / total {
         eprintln!("recover {integration}: {done}/{total} meetings");
-    }
-}
-
-/// Every item of the resource's Calendar.
-async fn read_calendar(mailbox: &dyn Mailbox) -> Result<Vec<MeetingItem>, MailboxError> {
-    let mut items = Vec::new();
-    let mut state: Option<String> = None;
-    loop {
-        let batch = mailbox.sync(Folder::Calendar, state.as_deref()).await?;
-        let refs: Vec<ItemRef> = batch
-            .changes
-            .into_iter()
-            .filter_map(|c| match c {
-                Change::Upsert(item) => Some(item),
-                Change::Delete { .. } => None,
-            })
-            .collect();
-        for chunk in refs.chunks(FETCH_CHUNK) {
-            for fetched in mailbox.fetch(chunk).await? {
-                if let Fetched::Meeting(item) = fetched {
-                    items.push(*item);
-                }
-            }
-        }
-        if batch.complete {
-            return Ok(items);
-        }
-        state = Some(batch.state);
     }
 }
 
@@ -413,27 +382,15 @@ pub fn alias_in_body(
 
 /// Draws the replacement alias for `item` under the fixed id `alias_id`, for its organizer.
 async fn draw_alias(ctx: &WorkerContext, item: &MeetingItem, alias_id: &str) -> anyhow::Result<()> {
-    let identity = Identity {
+    let organizer = Identity {
         user_id: item.organizer.email.clone(),
         email: Some(item.organizer.email.clone()),
         display_name: Some(item.organizer.name.clone()),
         method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
         expires_at: 0,
     };
-    let request = AliasContext {
-        identity: &identity,
-        subject: &item.subject,
-        now_unix: ctx.clock.now_unix(),
-        via: Requested::Recovery { alias_id },
-    };
-    alias_service::allocate(
-        &ctx.storage,
-        &ctx.integration,
-        &request,
-        &ctx.public_host,
-        &ctx.alias_stats,
-    )
-    .await?;
+    ctx.draw_alias(&organizer, &item.subject, Requested::Recovery { alias_id })
+        .await?;
     Ok(())
 }
 

@@ -7,10 +7,10 @@
 use anyhow::{bail, Context, Result};
 use sqlx::{AnyConnection, Connection, Executor};
 use vmr_simulator::ews::{ExchangeOptions, MailboxKind, MailboxSpec};
-use vmr_simulator::exchange_identity::IdentityClaims;
 
-use crate::mailbox::{exchange_options, exchange_toml, watching_setup, Allocated, RESOURCE};
-use crate::{ServerProcess, ServerSetup, Sim};
+pub use crate::mailbox::allocate_in;
+use crate::mailbox::{exchange_options, exchange_toml, watching_setup, RESOURCE};
+use crate::{ServerSetup, Sim};
 
 /// The id of integration `i` (`default` for 0, the harness's integration).
 pub fn integration_id(i: usize) -> String {
@@ -126,53 +126,6 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{nanos:x}{:x}", std::process::id())
-}
-
-/// Allocates an alias of integration `integration` for `organizer` the way the pane does
-/// (an Exchange identity token for that integration's pane URL, `POST /api/v1/alias`).
-pub async fn allocate_in(
-    sim: &Sim,
-    server: &ServerProcess,
-    integration: &str,
-    organizer: &str,
-    subject: &str,
-) -> Result<Allocated> {
-    let pane_url = format!(
-        "https://{}/pane/index.html?integration={integration}",
-        server.setup.public_host()
-    );
-    let token = sim
-        .running
-        .simulator
-        .exchange
-        .identity_token(&IdentityClaims::new(pane_url, organizer));
-    let body = serde_json::json!({
-        "integration": integration,
-        "subject": subject,
-        "organizer": { "name": vmr_simulator::exchange_identity::display_name_for(organizer), "email": organizer },
-    });
-    let response = crate::insecure_client()?
-        .post(format!("{}/api/v1/alias", server.origin()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = response.status();
-    let json: serde_json::Value = response.json().await?;
-    let Some(a) = json.get("allocated") else {
-        bail!("allocation in {integration} failed ({status}): {json}");
-    };
-    let text = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-    Ok(Allocated {
-        alias: text("alias"),
-        numeric_alias: text("numeric_alias"),
-        alias_uuid: text("alias_uuid"),
-        instructions_html: a["instructions"]["html"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        tag: text("tag"),
-    })
 }
 
 /// Who leads each integration right now, as the database says: integration → the pid of

@@ -110,33 +110,27 @@ impl Allocated {
 }
 
 /// Allocates an alias for `organizer` the way the pane does (an Exchange identity token from
-/// the simulator, `POST /api/v1/alias`).
+/// the simulator, `POST /api/v1/alias`), in the `default` integration.
 pub async fn allocate(
     sim: &Sim,
     server: &ServerProcess,
     organizer: &str,
     subject: &str,
 ) -> Result<Allocated> {
-    let token = sim
-        .running
-        .simulator
-        .exchange
-        .identity_token(&IdentityClaims::new(server.setup.pane_url(), organizer));
-    let body = serde_json::json!({
-        "integration": "default",
-        "subject": subject,
-        "organizer": { "name": vmr_simulator::exchange_identity::display_name_for(organizer), "email": organizer },
-    });
-    let response = crate::insecure_client()?
-        .post(format!("{}/api/v1/alias", server.origin()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = response.status();
-    let json: serde_json::Value = response.json().await?;
+    allocate_in(sim, server, "default", organizer, subject).await
+}
+
+/// Allocates an alias of integration `integration` for `organizer` the way the pane does.
+pub async fn allocate_in(
+    sim: &Sim,
+    server: &ServerProcess,
+    integration: &str,
+    organizer: &str,
+    subject: &str,
+) -> Result<Allocated> {
+    let (status, json) = alias_request(sim, server, integration, organizer, subject).await?;
     let Some(a) = json.get("allocated") else {
-        bail!("allocation failed ({status}): {json}");
+        bail!("allocation in {integration} failed ({status}): {json}");
     };
     let text = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
     Ok(Allocated {
@@ -149,6 +143,39 @@ pub async fn allocate(
             .to_owned(),
         tag: text("tag"),
     })
+}
+
+/// `POST /api/v1/alias` to `server` as the pane of `integration` sends it for `organizer`
+/// (with an Exchange identity token for that integration's pane URL): status and JSON body.
+async fn alias_request(
+    sim: &Sim,
+    server: &ServerProcess,
+    integration: &str,
+    organizer: &str,
+    subject: &str,
+) -> Result<(reqwest::StatusCode, serde_json::Value)> {
+    let pane_url = format!(
+        "https://{}/pane/index.html?integration={integration}",
+        server.setup.public_host()
+    );
+    let token = sim
+        .running
+        .simulator
+        .exchange
+        .identity_token(&IdentityClaims::new(pane_url, organizer));
+    let body = serde_json::json!({
+        "integration": integration,
+        "subject": subject,
+        "organizer": { "name": vmr_simulator::exchange_identity::display_name_for(organizer), "email": organizer },
+    });
+    let response = crate::insecure_client()?
+        .post(format!("{}/api/v1/alias", server.origin()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    Ok((status, response.json().await?))
 }
 
 /// A meeting from `organizer` to Bob and the resource, with `body_html` as its body.
@@ -280,24 +307,7 @@ pub async fn defer(
     organizer: &str,
     subject: &str,
 ) -> Result<Deferred> {
-    let token = sim
-        .running
-        .simulator
-        .exchange
-        .identity_token(&IdentityClaims::new(edge.setup.pane_url(), organizer));
-    let body = serde_json::json!({
-        "integration": "default",
-        "subject": subject,
-        "organizer": { "name": vmr_simulator::exchange_identity::display_name_for(organizer), "email": organizer },
-    });
-    let response = crate::insecure_client()?
-        .post(format!("{}/api/v1/alias", edge.origin()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = response.status();
-    let json: serde_json::Value = response.json().await?;
+    let (status, json) = alias_request(sim, edge, "default", organizer, subject).await?;
     let Some(d) = json.get("deferred") else {
         bail!("the edge did not defer ({status}): {json}");
     };

@@ -55,6 +55,76 @@ pub struct WorkerContext {
     pub alias_stats: Arc<crate::alias_service::AliasStats>,
 }
 
+/// How much of a folder [`read_folder`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// The first page of a sync from scratch (a sample).
+    First,
+    /// Every item.
+    All,
+}
+
+/// The meeting items of `folder`, read from the start (no stored sync state): for the
+/// operator commands (`check`, `recover`), which look without processing.
+pub async fn read_folder(
+    mailbox: &dyn Mailbox,
+    folder: Folder,
+    pages: Pages,
+) -> Result<Vec<vmr_core::meeting::MeetingItem>, MailboxError> {
+    let mut items = Vec::new();
+    let mut state: Option<String> = None;
+    loop {
+        let batch = mailbox.sync(folder, state.as_deref()).await?;
+        let refs: Vec<ItemRef> = batch
+            .changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Upsert(item) => Some(item),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        for chunk in refs.chunks(FETCH_CHUNK) {
+            for fetched in mailbox.fetch(chunk).await? {
+                if let Fetched::Meeting(item) = fetched {
+                    items.push(*item);
+                }
+            }
+        }
+        if batch.complete || pages == Pages::First {
+            return Ok(items);
+        }
+        state = Some(batch.state);
+    }
+}
+
+impl WorkerContext {
+    /// Draws an alias the mailbox side needs itself (a deferred meeting's, or recovery's
+    /// replacement for a lost one), for `requester`; `via` names the path and the alias's
+    /// fixed id.
+    pub async fn draw_alias(
+        &self,
+        requester: &vmr_core::identity::Identity,
+        subject: &str,
+        via: crate::alias_service::Requested<'_>,
+    ) -> Result<(), crate::alias_service::AllocateError> {
+        let request = crate::alias_service::AliasContext {
+            identity: requester,
+            subject,
+            now_unix: self.clock.now_unix(),
+            via,
+        };
+        crate::alias_service::allocate(
+            &self.storage,
+            &self.integration,
+            &request,
+            &self.public_host,
+            &self.alias_stats,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// How often the worker looks.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {

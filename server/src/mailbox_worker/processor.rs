@@ -17,7 +17,7 @@ use vmr_store::{
 };
 
 use super::WorkerContext;
-use crate::alias_service::{self, AliasContext, AllocateError, Requested};
+use crate::alias_service::{self, AllocateError, Requested};
 use crate::tag_resolution::{self, MeetingFacts, ResolvedTag, TagRejection};
 use vmr_core::deferral::Statement;
 use vmr_core::identity::Identity;
@@ -408,25 +408,17 @@ async fn reserve_deferred_alias(
     if ctx.storage.alias_by_id(alias_id).await?.is_some() {
         return Ok(());
     }
-    let identity = Identity {
+    let requester = Identity {
         user_id: statement.user_id.clone(),
         email: statement.email.clone(),
         display_name: statement.name.clone(),
         method: vmr_protocol::AuthMethod::ExchangeUserIdToken,
         expires_at: statement.exp,
     };
-    let request = AliasContext {
-        identity: &identity,
-        subject: &item.subject,
-        now_unix: ctx.clock.now_unix(),
-        via: Requested::DeferredTok { alias_id },
-    };
-    alias_service::allocate(
-        &ctx.storage,
-        &ctx.integration,
-        &request,
-        &ctx.public_host,
-        &ctx.alias_stats,
+    ctx.draw_alias(
+        &requester,
+        &item.subject,
+        Requested::DeferredTok { alias_id },
     )
     .await?;
     tracing::info!(uid = %item.uid, alias = alias_id, "alias drawn for a deferred meeting");
