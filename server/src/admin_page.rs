@@ -1218,7 +1218,10 @@ mod tests {
                 json!({"message": "<script>x</script>"}),
             )));
         let html = r.unwrap();
-        assert!(html.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"),
+            "{html}"
+        );
         assert!(html.contains("&lt;b&gt;eve&lt;&#x2f;b&gt;"), "{html}");
         assert!(!html.contains("<script>x"));
     }

@@ -7,6 +7,8 @@
 //! `vmr_store`. On an edge, `http` hands the request to [`edge`] instead.
 //! `ARCHITECTURE.md` at the repository root has the full map and invariants.
 
+pub mod admin_api;
+pub mod admin_page;
 pub mod alias_service;
 pub mod api_error;
 pub mod app;

@@ -320,7 +320,11 @@ impl Conditions {
 
     /// The placeholders for LIMIT and OFFSET after the filter's own.
     fn limit_offset(&self) -> String {
-        format!(" LIMIT ${} OFFSET ${}", self.args.len() + 1, self.args.len() + 2)
+        format!(
+            " LIMIT ${} OFFSET ${}",
+            self.args.len() + 1,
+            self.args.len() + 2
+        )
     }
 
     fn bind<'q>(
@@ -364,10 +368,7 @@ pub fn normalise_extra_alias(alias: &str) -> Result<String, AdminWriteError> {
             "the alias is longer than {EXTRA_ALIAS_MAX_CHARS} characters"
         )));
     }
-    if let Some(c) = alias
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control())
-    {
+    if let Some(c) = alias.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(AdminWriteError::Invalid(format!(
             "the alias contains {c:?}; aliases have no spaces or control characters"
         )));
@@ -384,7 +385,12 @@ const SCHEDULED_FROM: &str = " FROM scheduled_conference sc \
      LEFT JOIN meeting m ON m.integration = sc.integration AND m.uid = sc.meeting_uid";
 
 impl Storage {
-    async fn count(&self, sql: String, c: &Conditions, doing: &'static str) -> Result<i64, StorageError> {
+    async fn count(
+        &self,
+        sql: String,
+        c: &Conditions,
+        doing: &'static str,
+    ) -> Result<i64, StorageError> {
         let row = c
             .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
             .fetch_one(&self.pool)
@@ -432,7 +438,11 @@ impl Storage {
             filter.search.as_deref(),
         );
         let total = self
-            .count(format!("SELECT COUNT(*) AS n{SCHEDULED_FROM}{}", c.sql()), &c, DOING)
+            .count(
+                format!("SELECT COUNT(*) AS n{SCHEDULED_FROM}{}", c.sql()),
+                &c,
+                DOING,
+            )
             .await?;
         let sql = format!(
             "SELECT sc.id, sc.integration, sc.conference_id, sc.meeting_uid, sc.start_time, \
@@ -559,7 +569,10 @@ impl Storage {
                     r.try_get::<String, _>("organizer_email")
                         .map_err(query_err(DOING))?,
                 ),
-                Some(r.try_get::<String, _>("subject").map_err(query_err(DOING))?),
+                Some(
+                    r.try_get::<String, _>("subject")
+                        .map_err(query_err(DOING))?,
+                ),
                 Some(r.try_get::<String, _>("state").map_err(query_err(DOING))?),
                 get_bool(&r, "is_series").map_err(query_err(DOING))?,
             ),
@@ -585,7 +598,9 @@ impl Storage {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(query_err(DOING))?;
-        let extra_aliases = self.extra_aliases_of(std::slice::from_ref(&conference.id)).await?;
+        let extra_aliases = self
+            .extra_aliases_of(std::slice::from_ref(&conference.id))
+            .await?;
         Ok(Some(ConferenceDetail {
             conference,
             alias_uuid,
@@ -981,10 +996,16 @@ impl Storage {
         .await
         .map_err(query_err(DOING))?
         .ok_or_else(|| AdminWriteError::NoConference(conference_id.to_owned()))?;
-        let integration: String = conference.try_get("integration").map_err(query_err(DOING))?;
+        let integration: String = conference
+            .try_get("integration")
+            .map_err(query_err(DOING))?;
         let own_alias: String = conference.try_get("alias").map_err(query_err(DOING))?;
-        let own_numeric: String = conference.try_get("numeric_alias").map_err(query_err(DOING))?;
-        let deleted: Option<i64> = conference.try_get("deletion_time").map_err(query_err(DOING))?;
+        let own_numeric: String = conference
+            .try_get("numeric_alias")
+            .map_err(query_err(DOING))?;
+        let deleted: Option<i64> = conference
+            .try_get("deletion_time")
+            .map_err(query_err(DOING))?;
         if alias == own_alias.to_lowercase() || alias == own_numeric {
             return Err(AdminWriteError::GeneratedAlias(alias));
         }
@@ -1006,13 +1027,12 @@ impl Storage {
                 by: format!("an alias issued by integration {other}"),
             });
         }
-        let generated = sqlx::query(
-            "SELECT id FROM conference WHERE alias = $1 OR numeric_alias = $1 LIMIT 1",
-        )
-        .bind(&alias)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query_err(DOING))?;
+        let generated =
+            sqlx::query("SELECT id FROM conference WHERE alias = $1 OR numeric_alias = $1 LIMIT 1")
+                .bind(&alias)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err(DOING))?;
         if let Some(r) = generated {
             let other: String = r.try_get("id").map_err(query_err(DOING))?;
             return Err(AdminWriteError::Taken {
@@ -1037,15 +1057,16 @@ impl Storage {
         .await
         .map_err(query_err(DOING))?;
         if inserted.is_none() {
-            let owner = sqlx::query("SELECT conference_id FROM conference_extra_alias WHERE alias = $1")
-                .bind(&alias)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_err(DOING))?
-                .map(|r| r.try_get::<String, _>("conference_id"))
-                .transpose()
-                .map_err(query_err(DOING))?
-                .unwrap_or_default();
+            let owner =
+                sqlx::query("SELECT conference_id FROM conference_extra_alias WHERE alias = $1")
+                    .bind(&alias)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_err(DOING))?
+                    .map(|r| r.try_get::<String, _>("conference_id"))
+                    .transpose()
+                    .map_err(query_err(DOING))?
+                    .unwrap_or_default();
             return Err(AdminWriteError::Taken {
                 alias,
                 by: format!("an extra alias of conference {owner}"),
@@ -1192,7 +1213,14 @@ mod tests {
 
     #[test]
     fn paging_is_clamped() {
-        assert_eq!(Paging { limit: 0, offset: -5 }.clamped(), (1, 0));
+        assert_eq!(
+            Paging {
+                limit: 0,
+                offset: -5
+            }
+            .clamped(),
+            (1, 0)
+        );
         assert_eq!(
             Paging {
                 limit: 10_000,

@@ -10,6 +10,8 @@
 //! | `POST /api/v1/alias` | all | allocate (management, all) or forward (edge) | [`pane_api`] |
 //! | `GET /manifest.xml`, `GET /manifest/{id}.xml` | all | rendered manifest | [`manifest`] |
 //! | `GET /policy/v1/service/configuration`, `…/participant/properties` | management, all; `[policy]` basic auth / allow_from | Infinity's external policy | [`policy_api`] |
+//! | `/api/admin/v1/…` | management, all; admin token | admin REST API | [`crate::admin_api`] |
+//! | `/admin/…` | management, all; admin session | admin page | [`crate::admin_page`] |
 //! | `GET /pane/…` | all | the Trunk build, precompressed | [`assets`] |
 //! | `GET /office-js/…`, `GET /static/…` | all | local Office.js copy (+ `MicrosoftAjax.js`), icons, help | [`assets`] |
 //!
@@ -61,7 +63,11 @@ impl FromRef<ManagementState> for Arc<Shared> {
 pub fn router(app: App) -> Router {
     match app {
         App::Edge(state) => {
-            let alias = Router::new().route(ALIAS_PATH, post(pane_api::forward_alias));
+            let alias = Router::new()
+                .route(ALIAS_PATH, post(pane_api::forward_alias))
+                .route_layer(axum::middleware::from_fn(
+                    crate::metrics::count_alias_requests,
+                ));
             finish(alias, state)
         }
         App::Management(state) => {
@@ -71,6 +77,17 @@ pub fn router(app: App) -> Router {
                     state.clone(),
                     pane_api::require_edge_secret,
                 ));
+            }
+            alias = alias.route_layer(axum::middleware::from_fn(
+                crate::metrics::count_alias_requests,
+            ));
+            // The admin API (`/api/admin/v1/`, admin token) and page (`/admin/`, session).
+            alias = alias.merge(crate::admin_api::routes(&state));
+            match crate::admin_page::routes(&state) {
+                Ok(page) => alias = alias.merge(page),
+                Err(e) => {
+                    tracing::error!(error = %e, "the admin page's templates do not compile; /admin/ is not served")
+                }
             }
             // Infinity's external policy (`[policy]`: basic auth and/or allow_from).
             if let Some(policy) = &state.policy {
@@ -98,7 +115,7 @@ where
         .merge(assets::routes(&shared.config.server))
         .merge(
             Router::new()
-                .route("/metrics", get(ops::metrics))
+                .route("/metrics", get(ops::metrics::<S>))
                 .route("/readyz/detail", get(ops::readyz_detail::<S>))
                 .route_layer(axum::middleware::from_fn_with_state(
                     shared.clone(),
