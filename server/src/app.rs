@@ -259,6 +259,9 @@ pub async fn serve(
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     // The mailbox workers of the management role (and `all`) run beside the listeners.
     if let App::Management(state) = &app {
+        // Push mode switches the push queue on before any mailbox commit.
+        crate::infinity_push::spawn(state, stopping.clone())?;
+        crate::vmr_lifetime::spawn(state, stopping.clone());
         crate::mailbox_worker::spawn_all(state, stopping.clone())?;
     }
     let router = http::router(app);
