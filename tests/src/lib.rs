@@ -9,6 +9,7 @@
 pub mod blocking_proxy;
 pub mod cluster;
 pub mod mailbox;
+pub mod policy_load;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -26,6 +26,14 @@
 //!   resource mailbox while the server is down; the server starts and answers
 //!   them all: meetings/s and EWS requests per meeting (goals of issue 8:
 //!   ≥ 300 meetings/s, ≤ 1.2 requests per meeting).
+//! * `policy` — Infinity's external policy: `--policy-conferences N` scheduled
+//!   conferences (default 100,000) in the database, on SQLite and on
+//!   PostgreSQL; an open-loop load generator asks
+//!   `GET /policy/v1/service/configuration` `--policy-rate` times a second
+//!   (default 2,000) over HTTPS with basic auth, dialling a mix of open,
+//!   closed and unknown aliases in their SIP, numeric and full forms: p50, p99
+//!   and max latency and the achieved rate (goal of issue 9: p99 ≤ 2 ms at
+//!   2,000 requests/s).
 //!
 //! Everything runs on loopback against release builds.
 
@@ -70,6 +78,12 @@ pub struct BenchArgs {
     /// Meeting requests waiting in the resource mailbox in the backlog run.
     #[arg(long, default_value = "10_000", value_parser = parse_count)]
     pub backlog: u64,
+    /// Scheduled conferences in the database of the policy run.
+    #[arg(long, default_value = "100_000", value_parser = parse_count)]
+    pub policy_conferences: u64,
+    /// Policy requests per second (open loop).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub policy_rate: u32,
     /// Run only these sections (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Section>,
@@ -90,6 +104,8 @@ pub enum Section {
     Unique,
     /// Mailbox backlog after an outage.
     Backlog,
+    /// Infinity policy look-ups with scheduled conferences in the database.
+    Policy,
 }
 
 impl BenchArgs {
@@ -157,8 +173,124 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if args.runs(Section::Backlog) && args.backlog > 0 {
             backlog(args.backlog).await?;
         }
+        if args.runs(Section::Policy) {
+            policy(args, &setup).await?;
+        }
         Ok(())
     })
+}
+
+/// `[policy]` of the policy run's servers.
+const POLICY_USER: &str = "infinity";
+const POLICY_PASSWORD: &str = "bench-policy-password";
+
+/// The policy run on both engines.
+async fn policy(args: &BenchArgs, setup: &ServerSetup) -> Result<()> {
+    println!(
+        "\n== Infinity policy: {} scheduled conferences, {} requests/s for {} s over HTTPS \
+         (open loop, basic auth) ==",
+        args.policy_conferences, args.policy_rate, args.duration
+    );
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}", dir.path().join("policy.db").display());
+    policy_run(args, setup, "SQLite", &sqlite).await?;
+    let pg = postgres::start()?;
+    policy_run(args, setup, "PostgreSQL", &pg.url).await?;
+    drop(pg);
+    Ok(())
+}
+
+/// Fills `url`, starts a release server on it with `[policy]`, and measures.
+async fn policy_run(args: &BenchArgs, base: &ServerSetup, engine: &str, url: &str) -> Result<()> {
+    use vmr_e2e::policy_load::{constant_rate, fill_scheduled_conferences};
+    let started = Instant::now();
+    let count = usize::try_from(args.policy_conferences)?;
+    let filled = fill_scheduled_conferences(url, count, vmr_e2e::mailbox::now_ms()).await?;
+    let fill_secs = started.elapsed().as_secs_f64();
+    let mut setup = base.clone();
+    setup.port = vmr_e2e::free_port()?;
+    setup.storage_url = Some(url.to_owned());
+    setup.extra_toml.push_str(&format!(
+        "\n[policy]\nbasic_auth_user = \"{POLICY_USER}\"\nbasic_auth_password = \"{POLICY_PASSWORD}\"\n\
+         allow_from = [\"127.0.0.1\", \"::1\"]\n"
+    ));
+    let started = Instant::now();
+    let server = ServerProcess::start(setup)?;
+    let start_secs = started.elapsed().as_secs_f64();
+    let (Some(open), Some(closed)) = (filled.open.first(), filled.closed.first()) else {
+        bail!("the fill left no open or no closed window to dial");
+    };
+    // Half open windows (SIP, full and numeric forms), the rest closed or unknown.
+    let mut dialled = Vec::with_capacity(10_000);
+    for i in 0..10_000 {
+        let o = &filled.open[i % filled.open.len()];
+        let c = &filled.closed[i % filled.closed.len()];
+        let numeric = |a: &str| a.split('@').next().unwrap_or(a).to_owned();
+        dialled.push(match i % 10 {
+            0..=2 => format!("sip:{o}"),
+            3 => o.clone(),
+            4 => numeric(o),
+            5 | 6 => numeric(c),
+            7 => format!("sip:{c}:5061;transport=tls"),
+            _ => format!("sip:77{i:06}@vc.example.com"),
+        });
+    }
+    // The answers are right before they are timed.
+    let http = client()?;
+    let ask = |alias: &str| {
+        http.get(format!(
+            "{}/policy/v1/service/configuration",
+            server.origin()
+        ))
+        .basic_auth(POLICY_USER, Some(POLICY_PASSWORD))
+        .query(&[("local_alias", alias)])
+        .send()
+    };
+    let answer: serde_json::Value = ask(open).await?.json().await?;
+    if answer.get("result").is_none() {
+        bail!("{open} should be inside its window; the server answered {answer}");
+    }
+    let answer: serde_json::Value = ask(closed).await?.json().await?;
+    if answer["action"] != "reject" {
+        bail!("{closed} should be outside its window; the server answered {answer}");
+    }
+    let dialled = Arc::new(dialled);
+    // Warm-up: connections, caches.
+    constant_rate(
+        &server.origin(),
+        POLICY_USER,
+        POLICY_PASSWORD,
+        dialled.clone(),
+        args.policy_rate,
+        Duration::from_secs(2),
+    )
+    .await?;
+    let run = constant_rate(
+        &server.origin(),
+        POLICY_USER,
+        POLICY_PASSWORD,
+        dialled,
+        args.policy_rate,
+        args.run_length(),
+    )
+    .await?;
+    let rss = server.pid().map(rss_kib).transpose()?.unwrap_or(0);
+    println!(
+        "  {engine:<10} policy: {:>6.0} answers/s (target {}), p50 {:.2} ms, p99 {:.2} ms, \
+         max {:.2} ms, {} failed | {} VMR / {} reject / {} continue | filled in {fill_secs:.1} s, \
+         server up (index loaded) in {start_secs:.1} s, RSS {} MiB (goal: p99 ≤ 2 ms)",
+        run.achieved_rate,
+        args.policy_rate,
+        run.percentile(0.50),
+        run.percentile(0.99),
+        run.percentile(1.0),
+        run.failures,
+        run.services,
+        run.rejects,
+        run.continues,
+        rss / 1024,
+    );
+    Ok(())
 }
 
 /// Organizers the backlog's meetings come from (their replies are counted per Inbox).
