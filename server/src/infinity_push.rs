@@ -657,16 +657,15 @@ pub async fn run(pusher: Arc<InfinityPusher>, mut stop: tokio::sync::watch::Rece
                 }
             }
         }
-        if !unreachable {
-            match pusher.drain_once().await {
-                Ok(report) => {
-                    unreachable = report.unreachable;
-                    if report.pushed + report.refused > 0 {
-                        tracing::debug!(?report, "push queue drained");
-                    }
+        // Drained even after a failed reconcile: the first due row records why it waits.
+        match pusher.drain_once().await {
+            Ok(report) => {
+                unreachable |= report.unreachable;
+                if report.pushed + report.refused > 0 {
+                    tracing::debug!(?report, "push queue drained");
                 }
-                Err(e) => tracing::warn!(error = %e, "reading the push queue failed"),
             }
+            Err(e) => tracing::warn!(error = %e, "reading the push queue failed"),
         }
         let pause = if unreachable {
             let p = pause_after_failure;
