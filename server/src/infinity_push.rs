@@ -20,7 +20,7 @@
 //!   with our tag that matches no live conference of ours is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -374,6 +374,52 @@ pub struct ReconcileReport {
     pub stale_deleted: usize,
 }
 
+/// How pushing went lately, for `/readyz` and the admin page (times from the injected clock).
+#[derive(Debug, Default)]
+pub struct PushHealth {
+    state: Mutex<PushHealthState>,
+}
+
+/// A snapshot of [`PushHealth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushHealthState {
+    /// When Infinity last answered a reconcile or a push (Unix ms).
+    pub last_ok_ms: Option<i64>,
+    /// Since when Infinity has been unreachable, if it is now.
+    pub unreachable_since_ms: Option<i64>,
+    /// The last failure (unreachable or refused), as logged.
+    pub last_error: Option<String>,
+}
+
+impl PushHealth {
+    /// The current state.
+    pub fn snapshot(&self) -> PushHealthState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether Infinity is reachable as far as the last attempt knows (true before any).
+    pub fn reachable(&self) -> bool {
+        self.snapshot().unreachable_since_ms.is_none()
+    }
+
+    fn reached(&self, now: i64) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.last_ok_ms = Some(now);
+        s.unreachable_since_ms = None;
+    }
+
+    fn failed(&self, now: i64, error: &PushError) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.last_error = Some(error.to_string());
+        if error.is_unreachable() {
+            s.unreachable_since_ms.get_or_insert(now);
+        }
+    }
+}
+
 /// Drains the push queue and reconciles (see the module documentation).
 pub struct InfinityPusher {
     storage: Storage,
@@ -381,6 +427,7 @@ pub struct InfinityPusher {
     clock: SharedClock,
     config: InfinityConfig,
     targets: BTreeMap<String, PushTarget>,
+    health: Arc<PushHealth>,
 }
 
 impl InfinityPusher {
@@ -398,7 +445,13 @@ impl InfinityPusher {
             clock,
             config,
             targets,
+            health: Arc::default(),
         }
+    }
+
+    /// How pushing went lately.
+    pub fn health(&self) -> Arc<PushHealth> {
+        self.health.clone()
     }
 
     /// The targets of every configured integration of `config`.
@@ -551,6 +604,7 @@ impl InfinityPusher {
                 match self.push_conference(&claimed.conference_id).await {
                     Ok(()) => {
                         self.storage.finish_push(&claimed).await?;
+                        self.health.reached(self.clock.now_unix_ms());
                         report.pushed += 1;
                     }
                     Err(PushError::Storage(e)) => {
@@ -559,6 +613,7 @@ impl InfinityPusher {
                     }
                     Err(e) if e.is_unreachable() => {
                         let now = self.clock.now_unix_ms();
+                        self.health.failed(now, &e);
                         self.storage
                             .retry_push(&claimed, now, &e.to_string(), now)
                             .await?;
@@ -568,6 +623,7 @@ impl InfinityPusher {
                     }
                     Err(e) => {
                         let now = self.clock.now_unix_ms();
+                        self.health.failed(now, &e);
                         let at = now.saturating_add(self.retry_max_ms());
                         self.storage
                             .retry_push(&claimed, at, &e.to_string(), now)
@@ -583,6 +639,15 @@ impl InfinityPusher {
 
     /// Repairs drift both ways for every integration (see the module documentation).
     pub async fn reconcile(&self) -> Result<ReconcileReport, PushError> {
+        let result = self.reconcile_all().await;
+        match &result {
+            Ok(_) => self.health.reached(self.clock.now_unix_ms()),
+            Err(e) => self.health.failed(self.clock.now_unix_ms(), e),
+        }
+        result
+    }
+
+    async fn reconcile_all(&self) -> Result<ReconcileReport, PushError> {
         let mut report = ReconcileReport::default();
         for (integration, target) in &self.targets {
             // Infinity first: anything there was pushed from a conference we had before we
@@ -683,14 +748,14 @@ pub async fn run(pusher: Arc<InfinityPusher>, mut stop: tokio::sync::watch::Rece
 }
 
 /// With `[infinity]` enabled: switches the push queue on and runs [`run`] in the background
-/// for the management role (and `all`).
+/// for the management role (and `all`); the pusher's health, for `/readyz`.
 pub fn spawn(
     state: &crate::app::ManagementState,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Arc<PushHealth>>> {
     let config = &state.shared.config;
     if !config.infinity.enabled {
-        return Ok(());
+        return Ok(None);
     }
     let client = InfinityClient::new(&config.infinity)?;
     state.storage.enable_push_queue();
@@ -701,6 +766,7 @@ pub fn spawn(
         config.infinity.clone(),
         InfinityPusher::targets_of(config),
     ));
+    let health = pusher.health();
     tokio::spawn(run(pusher, stop));
-    Ok(())
+    Ok(Some(health))
 }

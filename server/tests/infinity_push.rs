@@ -359,6 +359,9 @@ async fn infinity_down_during_accept_the_vmr_appears_when_it_returns(db: &TestDb
     // Nothing listens: the push fails as "unreachable", the row stays, with the reason.
     let report = pusher.drain_once().await.expect("drain");
     assert!(report.unreachable, "{report:?}");
+    let health = pusher.health().snapshot();
+    assert_eq!(health.unreachable_since_ms, Some(T0), "{health:?}");
+    assert!(health.last_error.is_some_and(|e| e.contains("unreachable")));
     assert_eq!(report.pushed, 0);
     let queued = storage.push_queue().await.expect("queue");
     assert_eq!(queued.len(), 1);
@@ -383,6 +386,8 @@ async fn infinity_down_during_accept_the_vmr_appears_when_it_returns(db: &TestDb
     let pusher = infinity.pusher(&storage, shared.clone());
     let report = pusher.drain_once().await.expect("drain");
     assert_eq!(report.pushed, 1, "{report:?}");
+    assert!(pusher.health().reachable());
+    assert_eq!(pusher.health().snapshot().last_ok_ms, Some(T0 + 5000));
     let vmr = infinity
         .server
         .conference_named("Planning (Ann)")
