@@ -21,7 +21,9 @@
 //! CSRF: every POST form carries the session's token (compared in constant
 //! time) and a POST whose `Origin` names another host is refused; the login
 //! form is protected by a double-submit cookie. Every answer carries a strict
-//! Content-Security-Policy (`'self'` only), `no-store` and `nosniff`.
+//! Content-Security-Policy (`'self'` only), `no-store`, `nosniff` and
+//! `Referrer-Policy: same-origin` (under `no-referrer` Chromium sends `Origin: null`, which
+//! the origin check refuses).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -287,7 +289,7 @@ async fn security_headers(mut response: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
@@ -388,7 +390,14 @@ async fn login(
 ) -> Response {
     let presented = form.get("login_csrf").map(String::as_str).unwrap_or("");
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if !origin_ok(&headers, &uri) || !same(presented, &expected) {
+    let origin_fine = origin_ok(&headers, &uri);
+    if !origin_fine || !same(presented, &expected) {
+        tracing::warn!(
+            origin_ok = origin_fine,
+            cookie_present = !expected.is_empty(),
+            field_present = !presented.is_empty(),
+            "admin page: sign-in form refused (CSRF)"
+        );
         return login_page(
             &state,
             &page,
