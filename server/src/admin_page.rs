@@ -441,11 +441,13 @@ fn checked_post(
     headers: &HeaderMap,
     uri: &Uri,
     form: &HashMap<String, String>,
-) -> Result<Session, Response> {
-    let session = page.session(headers, now(state)).ok_or_else(to_login)?;
+) -> Result<Session, Box<Response>> {
+    let session = page
+        .session(headers, now(state))
+        .ok_or_else(|| Box::new(to_login()))?;
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     if !origin_ok(headers, uri) || !same(token, &session.csrf) {
-        return Err(page.render(
+        return Err(Box::new(page.render(
             StatusCode::FORBIDDEN,
             "error.html",
             page_ctx(
@@ -454,7 +456,7 @@ fn checked_post(
                 "",
                 json!({"message": "The form's security token did not match (an old tab, or a request from another site). Reload the page and try again."}),
             ),
-        ));
+        )));
     }
     Ok(session)
 }
@@ -467,7 +469,7 @@ async fn logout(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = checked_post(&page, &state, &headers, &uri, &form) {
-        return r;
+        return *r;
     }
     page.end_session(&headers);
     let mut r = Redirect::to("/admin/login").into_response();
@@ -528,7 +530,7 @@ async fn run_check(
 ) -> Response {
     let session = match checked_post(&page, &state, &headers, &uri, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let options = crate::check::CheckOptions {
         organizer: form
@@ -1135,7 +1137,7 @@ async fn add_alias(
 ) -> Response {
     let session = match checked_post(&page, &state, &headers, &uri, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let alias = form.get("alias").cloned().unwrap_or_default();
     let description = form.get("description").cloned().unwrap_or_default();
@@ -1176,7 +1178,7 @@ async fn remove_alias(
 ) -> Response {
     let session = match checked_post(&page, &state, &headers, &uri, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let alias = form.get("alias").cloned().unwrap_or_default();
     match state
