@@ -264,6 +264,33 @@ impl InfinityClient {
         Ok(out)
     }
 
+    /// The resource URI of the `resource` object (`ivr_theme`, `identity_provider_group`)
+    /// named exactly `name`, if any.
+    pub async fn find_named(
+        &self,
+        resource: &str,
+        name: &str,
+    ) -> Result<Option<String>, PushError> {
+        let what = format!("finding {resource} {name:?}");
+        let page = self
+            .get_json(
+                &format!("{resource}/?name={}&limit=20", encode_query(name)),
+                &what,
+            )
+            .await?;
+        let objects = page["objects"]
+            .as_array()
+            .ok_or_else(|| PushError::Malformed {
+                what: what.clone(),
+                detail: "no `objects` list".into(),
+            })?;
+        Ok(objects
+            .iter()
+            .find(|o| o["name"].as_str() == Some(name))
+            .and_then(|o| o["resource_uri"].as_str())
+            .map(str::to_owned))
+    }
+
     /// The conference named exactly `name`, if any.
     pub async fn conference_named(&self, name: &str) -> Result<Option<InfinityVmr>, PushError> {
         let found = self
@@ -428,6 +455,8 @@ pub struct InfinityPusher {
     config: InfinityConfig,
     targets: BTreeMap<String, PushTarget>,
     health: Arc<PushHealth>,
+    /// Theme and group URIs by `(resource, name)`, forgotten at each drain and reconcile.
+    references: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl InfinityPusher {
@@ -446,7 +475,15 @@ impl InfinityPusher {
             config,
             targets,
             health: Arc::default(),
+            references: Mutex::default(),
         }
+    }
+
+    fn forget_references(&self) {
+        self.references
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// How pushing went lately.
@@ -475,9 +512,52 @@ impl InfinityPusher {
         i64::try_from(self.config.retry_max_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
-    /// The VMR fields we own, as Infinity should hold them.
-    fn desired_fields(&self, c: &ConferenceRecord, target: &PushTarget) -> Map<String, Value> {
+    /// The resource URI of the theme or group `name` (`resource`: `ivr_theme` or
+    /// `identity_provider_group`), remembered for the rest of this drain or reconcile.
+    async fn reference(&self, resource: &str, name: &str) -> Result<String, PushError> {
+        let key = (resource.to_owned(), name.to_owned());
+        if let Some(uri) = self
+            .references
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(uri.clone());
+        }
+        let Some(uri) = self.client.find_named(resource, name).await? else {
+            return Err(PushError::Refused {
+                what: format!("finding {resource} {name:?}"),
+                status: 404,
+                body: format!("Infinity has no {resource} named {name:?}"),
+            });
+        };
+        self.references
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, uri.clone());
+        Ok(uri)
+    }
+
+    /// The VMR fields we own, as Infinity should hold them (theme and IdP group names
+    /// resolved to Infinity's resource URIs).
+    async fn desired_fields(
+        &self,
+        c: &ConferenceRecord,
+        target: &PushTarget,
+    ) -> Result<Map<String, Value>, PushError> {
         let mut fields = Map::new();
+        if let Some(theme) = &c.theme {
+            fields.insert(
+                "ivr_theme".into(),
+                json!(self.reference("ivr_theme", theme).await?),
+            );
+        }
+        if let Some(group) = &c.host_identity_provider_group {
+            fields.insert(
+                "host_identity_provider_group".into(),
+                json!(self.reference("identity_provider_group", group).await?),
+            );
+        }
         fields.insert("name".into(), json!(clip(&c.name, MAX_TEXT)));
         fields.insert("service_type".into(), json!("conference"));
         fields.insert("description".into(), json!(clip(&c.description, MAX_TEXT)));
@@ -492,7 +572,7 @@ impl InfinityPusher {
         if let Some(allow) = target.service.allow_guests {
             fields.insert("allow_guests".into(), json!(allow));
         }
-        fields
+        Ok(fields)
     }
 
     fn generated_aliases(c: &ConferenceRecord) -> [(&str, &'static str); 2] {
@@ -503,10 +583,11 @@ impl InfinityPusher {
     }
 
     /// Whether Infinity's `vmr` already matches `c` (fields and both generated aliases).
-    fn in_line(&self, vmr: &InfinityVmr, c: &ConferenceRecord, target: &PushTarget) -> bool {
-        self.desired_fields(c, target)
-            .iter()
-            .all(|(k, v)| vmr.fields.get(k) == Some(v))
+    async fn in_line(&self, vmr: &InfinityVmr, c: &ConferenceRecord, target: &PushTarget) -> bool {
+        let Ok(desired) = self.desired_fields(c, target).await else {
+            return false;
+        };
+        desired.iter().all(|(k, v)| vmr.fields.get(k) == Some(v))
             && Self::generated_aliases(c)
                 .iter()
                 .all(|(a, _)| vmr.aliases.iter().any(|x| x.eq_ignore_ascii_case(a)))
@@ -539,7 +620,7 @@ impl InfinityPusher {
                 _ => Ok(()),
             };
         }
-        let desired = self.desired_fields(&c, target);
+        let desired = self.desired_fields(&c, target).await?;
         match existing {
             None => {
                 let mut body = desired.clone();
@@ -586,6 +667,7 @@ impl InfinityPusher {
     /// Pushes the due rows until none is due, Infinity is unreachable, or
     /// [`MAX_BATCHES`] batches were handled.
     pub async fn drain_once(&self) -> Result<DrainReport, StorageError> {
+        self.forget_references();
         let mut report = DrainReport::default();
         for _ in 0..MAX_BATCHES {
             let now = self.clock.now_unix_ms();
@@ -639,6 +721,7 @@ impl InfinityPusher {
 
     /// Repairs drift both ways for every integration (see the module documentation).
     pub async fn reconcile(&self) -> Result<ReconcileReport, PushError> {
+        self.forget_references();
         let result = self.reconcile_all().await;
         match &result {
             Ok(_) => self.health.reached(self.clock.now_unix_ms()),
@@ -660,9 +743,10 @@ impl InfinityPusher {
             let mut live_names = BTreeSet::new();
             for c in &ours {
                 let name = clip(&c.name, MAX_TEXT);
-                let in_line = by_name
-                    .get(name.as_str())
-                    .is_some_and(|vmr| self.in_line(vmr, c, target));
+                let in_line = match by_name.get(name.as_str()) {
+                    Some(vmr) => self.in_line(vmr, c, target).await,
+                    None => false,
+                };
                 if !in_line {
                     to_queue.push(c.id.clone());
                 }

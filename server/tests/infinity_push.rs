@@ -46,6 +46,7 @@ on_both_engines!(
     cancel_deletes_the_vmr_and_repairs_keep_admin_aliases,
     grace_expiry_deletes_the_conference_and_its_vmr,
     endless_series_never_expire_and_finite_ones_do,
+    themes_and_groups_are_pushed_as_infinitys_uris,
 );
 
 // ---------------------------------------------------------------------------
@@ -178,6 +179,19 @@ async fn accept(
     windows: Vec<WindowRecord>,
     now: i64,
 ) -> Scheduled {
+    accept_themed(storage, name, schedule, windows, now, None, None).await
+}
+
+/// [`accept`] with the conference's theme and host IdP group names.
+async fn accept_themed(
+    storage: &Storage,
+    name: &str,
+    schedule: &Schedule,
+    windows: Vec<WindowRecord>,
+    now: i64,
+    theme: Option<&str>,
+    group: Option<&str>,
+) -> Scheduled {
     let alias_id = Uuid::new_v4().simple().to_string();
     let numeric = format!("88{}", &Uuid::new_v4().as_u128().to_string()[..8]);
     let alias = format!("{numeric}@vc.example.test");
@@ -226,8 +240,8 @@ async fn accept(
             description: format!("{name}: scheduled by Ann"),
             alias: alias.clone(),
             numeric_alias: numeric.clone(),
-            theme: None,
-            host_identity_provider_group: None,
+            theme: theme.map(str::to_owned),
+            host_identity_provider_group: group.map(str::to_owned),
             non_idp_participants: "disallow_all".into(),
         }),
         windows: Some(windows),
@@ -865,4 +879,58 @@ async fn endless_series_never_expire_and_finite_ones_do(db: &TestDb) {
         0,
         "a series without end never expires"
     );
+}
+
+async fn themes_and_groups_are_pushed_as_infinitys_uris(db: &TestDb) {
+    let (clock, shared) = manual_clock();
+    let storage = open(db).await;
+    let infinity = Infinity::running().await;
+    let pusher = infinity.pusher(&storage, shared);
+    let theme = infinity.server.add_ivr_theme("Corporate").expect("theme");
+    let group = infinity
+        .server
+        .add_identity_provider_group("Staff")
+        .expect("group");
+    let sched = single(T0 + HOUR, T0 + 2 * HOUR);
+    let w = || vec![window(T0 + HOUR, T0 + 2 * HOUR)];
+    let s = accept_themed(
+        &storage,
+        "Themed",
+        &sched,
+        w(),
+        T0,
+        Some("Corporate"),
+        Some("Staff"),
+    )
+    .await;
+    accept_themed(
+        &storage,
+        "Unknown theme",
+        &sched,
+        w(),
+        T0,
+        Some("Retro"),
+        None,
+    )
+    .await;
+    let report = pusher.drain_once().await.expect("drain");
+    assert_eq!((report.pushed, report.refused), (1, 1), "{report:?}");
+    let vmr = infinity.server.conference_named("Themed").expect("pushed");
+    assert_ours(&vmr, &s);
+    assert_eq!(vmr["ivr_theme"], theme.as_str());
+    assert_eq!(vmr["host_identity_provider_group"], group.as_str());
+    let row = &storage.push_queue().await.expect("queue")[0];
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no ivr_theme named \"Retro\"")),
+        "{row:?}"
+    );
+    // The theme uploaded later: the VMR goes in on the next attempt.
+    infinity.server.add_ivr_theme("Retro").expect("theme");
+    clock.advance(Duration::from_secs(RETRY_MAX_SECS));
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    assert!(infinity.server.conference_named("Unknown theme").is_some());
+    // In line: reconcile queues nothing.
+    assert_eq!(pusher.reconcile().await.expect("reconcile").queued, 0);
 }

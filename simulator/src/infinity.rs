@@ -9,6 +9,10 @@
 //! - `/api/admin/configuration/v1/conference_alias/`: the same verbs on aliases; each alias
 //!   names its conference by resource URI (`/api/admin/configuration/v1/conference/<id>/`).
 //!   Deleting a conference deletes its aliases.
+//! - `/api/admin/configuration/v1/ivr_theme/` and `…/identity_provider_group/`: `GET`
+//!   (filter `name`), `POST`, `DELETE`; a conference's `ivr_theme`,
+//!   `host_identity_provider_group` and `guest_identity_provider_group` must be the resource URI
+//!   of an existing one (400 otherwise); deleting one clears it from the VMRs using it.
 //!
 //! Lists take `limit` (default 20; `0` means up to the maximum of 1000) and `offset` and answer
 //! `{"meta": {"limit", "next", "offset", "previous", "total_count"}, "objects": […]}`, `next`
@@ -44,6 +48,11 @@ pub const CONFIGURATION_PATH: &str = "/api/admin/configuration/v1/";
 pub const CONFERENCE_PATH: &str = "/api/admin/configuration/v1/conference/";
 /// The alias list.
 pub const CONFERENCE_ALIAS_PATH: &str = "/api/admin/configuration/v1/conference_alias/";
+/// The IVR themes a VMR may use (`ivr_theme` holds one's URI).
+pub const IVR_THEME_PATH: &str = "/api/admin/configuration/v1/ivr_theme/";
+/// The identity provider groups (`host_identity_provider_group`, `guest_…` hold one's URI).
+pub const IDENTITY_PROVIDER_GROUP_PATH: &str =
+    "/api/admin/configuration/v1/identity_provider_group/";
 /// The administrator of [`InfinityOptions::default`].
 pub const DEFAULT_ADMIN: &str = "admin";
 /// Its password.
@@ -119,6 +128,9 @@ struct InfinityState {
     aliases: BTreeMap<u64, AliasRow>,
     next_conference: u64,
     next_alias: u64,
+    /// Themes and identity provider groups: id → (kind, name).
+    named: BTreeMap<u64, (Resource, String)>,
+    next_named: u64,
     faults: Vec<InfinityFault>,
     requests: Vec<InfinityRequest>,
     down: bool,
@@ -233,12 +245,15 @@ fn conference_fields() -> Vec<(&'static str, Kind, Value)> {
 /// Fields lists may filter on.
 const CONFERENCE_FILTERS: &[&str] = &["name", "tag", "description", "service_type"];
 const ALIAS_FILTERS: &[&str] = &["alias", "description"];
+const NAMED_FILTERS: &[&str] = &["name"];
 
 /// Which resource a request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resource {
     Conference,
     ConferenceAlias,
+    IvrTheme,
+    IdentityProviderGroup,
 }
 
 impl Resource {
@@ -246,6 +261,8 @@ impl Resource {
         match segment {
             "conference" => Some(Resource::Conference),
             "conference_alias" => Some(Resource::ConferenceAlias),
+            "ivr_theme" => Some(Resource::IvrTheme),
+            "identity_provider_group" => Some(Resource::IdentityProviderGroup),
             _ => None,
         }
     }
@@ -254,6 +271,8 @@ impl Resource {
         match self {
             Resource::Conference => "conference",
             Resource::ConferenceAlias => "conference_alias",
+            Resource::IvrTheme => "ivr_theme",
+            Resource::IdentityProviderGroup => "identity_provider_group",
         }
     }
 
@@ -261,7 +280,14 @@ impl Resource {
         match self {
             Resource::Conference => CONFERENCE_PATH,
             Resource::ConferenceAlias => CONFERENCE_ALIAS_PATH,
+            Resource::IvrTheme => IVR_THEME_PATH,
+            Resource::IdentityProviderGroup => IDENTITY_PROVIDER_GROUP_PATH,
         }
+    }
+
+    /// Themes and identity provider groups: objects a VMR refers to by name's URI.
+    fn is_named(self) -> bool {
+        matches!(self, Resource::IvrTheme | Resource::IdentityProviderGroup)
     }
 }
 
@@ -499,6 +525,7 @@ fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQue
     let allowed = match resource {
         Resource::Conference => CONFERENCE_FILTERS,
         Resource::ConferenceAlias => ALIAS_FILTERS,
+        Resource::IvrTheme | Resource::IdentityProviderGroup => NAMED_FILTERS,
     };
     for (key, value) in params {
         match key.as_str() {
@@ -598,6 +625,93 @@ impl InfinityState {
         Some(Value::Object(out))
     }
 
+    fn render_named(&self, id: u64) -> Option<Value> {
+        let (kind, name) = self.named.get(&id)?;
+        let mut object = json!({
+            "id": id,
+            "name": name,
+            "resource_uri": format!("{}{id}/", kind.list_path()),
+        });
+        if *kind == Resource::IdentityProviderGroup {
+            object["description"] = json!("");
+            object["identity_provider"] = json!([]);
+        }
+        Some(object)
+    }
+
+    fn create_named(&mut self, kind: Resource, body: &Map<String, Value>) -> Result<u64, Invalid> {
+        let name = match body.get("name") {
+            Some(Value::String(n)) if !n.trim().is_empty() && n.chars().count() <= MAX_TEXT => n,
+            _ => return Err(Invalid::new(kind, "name", "This field is required.")),
+        };
+        if self
+            .named
+            .values()
+            .any(|(k, n)| *k == kind && n.eq_ignore_ascii_case(name))
+        {
+            return Err(Invalid::new(
+                kind,
+                "name",
+                "An object with this Name already exists.",
+            ));
+        }
+        self.next_named += 1;
+        self.named.insert(self.next_named, (kind, name.clone()));
+        Ok(self.next_named)
+    }
+
+    /// Removes a theme or group; VMRs that used it fall back to none (Django's SET_NULL).
+    fn delete_named(&mut self, kind: Resource, id: u64) -> bool {
+        if self.named.get(&id).is_none_or(|(k, _)| *k != kind) {
+            return false;
+        }
+        self.named.remove(&id);
+        let uri = format!("{}{id}/", kind.list_path());
+        for c in self.conferences.values_mut() {
+            for field in [
+                "ivr_theme",
+                "host_identity_provider_group",
+                "guest_identity_provider_group",
+            ] {
+                if c.get(field).and_then(Value::as_str) == Some(uri.as_str()) {
+                    c.insert(field.into(), Value::Null);
+                }
+            }
+        }
+        true
+    }
+
+    /// The theme and group fields of a conference name existing objects of their kind.
+    fn check_references(&self, fields: &Map<String, Value>) -> Result<(), Invalid> {
+        for (field, kind) in [
+            ("ivr_theme", Resource::IvrTheme),
+            (
+                "host_identity_provider_group",
+                Resource::IdentityProviderGroup,
+            ),
+            (
+                "guest_identity_provider_group",
+                Resource::IdentityProviderGroup,
+            ),
+        ] {
+            let Some(uri) = fields.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            let found = uri
+                .strip_prefix(kind.list_path())
+                .and_then(|rest| rest.trim_end_matches('/').parse::<u64>().ok())
+                .is_some_and(|id| self.named.get(&id).is_some_and(|(k, _)| *k == kind));
+            if !found {
+                return Err(Invalid::new(
+                    Resource::Conference,
+                    field,
+                    format!("Could not find the provided object via resource URI '{uri}'."),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn name_taken(&self, name: &str, except: Option<u64>) -> bool {
         self.conferences.iter().any(|(id, c)| {
             Some(*id) != except
@@ -616,6 +730,7 @@ impl InfinityState {
     /// Creates a conference (and the aliases in `body.aliases`); its id.
     fn create_conference(&mut self, body: &Map<String, Value>) -> Result<u64, Invalid> {
         let mut fields = merge_conference(&default_conference(), body)?;
+        self.check_references(&fields)?;
         let name = fields["name"].as_str().unwrap_or_default().to_owned();
         if self.name_taken(&name, None) {
             return Err(Invalid::new(
@@ -675,6 +790,7 @@ impl InfinityState {
             stored.clone()
         };
         let mut fields = merge_conference(&base, body)?;
+        self.check_references(&fields)?;
         let name = fields["name"].as_str().unwrap_or_default().to_owned();
         if self.name_taken(&name, Some(id)) {
             return Err(Invalid::new(
@@ -855,6 +971,12 @@ impl InfinityState {
                 .keys()
                 .filter_map(|id| Some((*id, self.render_alias(*id)?)))
                 .collect(),
+            named => self
+                .named
+                .iter()
+                .filter(|(_, (kind, _))| *kind == named)
+                .filter_map(|(id, _)| Some((*id, self.render_named(*id)?)))
+                .collect(),
         };
         objects.retain(|(id, object)| {
             q.filters
@@ -1009,6 +1131,23 @@ impl InfinityServer {
             return false;
         };
         lock(&self.state).delete_conference(id)
+    }
+
+    /// Adds an IVR theme as an administrator uploads one; its resource URI.
+    pub fn add_ivr_theme(&self, name: &str) -> Result<String, Invalid> {
+        self.add_named(Resource::IvrTheme, name)
+    }
+
+    /// Adds an identity provider group; its resource URI.
+    pub fn add_identity_provider_group(&self, name: &str) -> Result<String, Invalid> {
+        self.add_named(Resource::IdentityProviderGroup, name)
+    }
+
+    fn add_named(&self, kind: Resource, name: &str) -> Result<String, Invalid> {
+        let mut body = Map::new();
+        body.insert("name".into(), json!(name));
+        let id = lock(&self.state).create_named(kind, &body)?;
+        Ok(format!("{}{id}/", kind.list_path()))
     }
 
     /// Adds a fault rule.
@@ -1167,6 +1306,11 @@ impl InfinityServer {
                 let object = match resource {
                     Resource::Conference => state.render_conference(id),
                     Resource::ConferenceAlias => state.render_alias(id),
+                    named => state.render_named(id).filter(|o| {
+                        o["resource_uri"]
+                            .as_str()
+                            .is_some_and(|u| u.starts_with(named.list_path()))
+                    }),
                 };
                 match object {
                     Some(o) => Json(o).into_response(),
@@ -1180,6 +1324,7 @@ impl InfinityServer {
                 let created = match resource {
                     Resource::Conference => state.create_conference(&body),
                     Resource::ConferenceAlias => state.write_alias(None, &body, false),
+                    named => state.create_named(named, &body),
                 };
                 match created {
                     Ok(new_id) => {
@@ -1193,11 +1338,16 @@ impl InfinityServer {
                     Err(e) => invalid(e),
                 }
             }
+            (Method::PATCH | Method::PUT, Some(_)) if resource.is_named() => {
+                // Read-only here: themes and groups are uploaded through Infinity's own UI.
+                StatusCode::METHOD_NOT_ALLOWED.into_response()
+            }
             (m @ (Method::PATCH | Method::PUT), Some(id)) => {
                 let put = m == Method::PUT;
                 let exists = match resource {
                     Resource::Conference => state.conferences.contains_key(&id),
                     Resource::ConferenceAlias => state.aliases.contains_key(&id),
+                    _ => false,
                 };
                 if !exists {
                     return StatusCode::NOT_FOUND.into_response();
@@ -1210,6 +1360,7 @@ impl InfinityServer {
                     Resource::ConferenceAlias => {
                         state.write_alias(Some(id), &body, put).map(|_| ())
                     }
+                    named => Err(Invalid::new(named, "__all__", "read-only")),
                 };
                 match updated {
                     Ok(()) if put => StatusCode::NO_CONTENT.into_response(),
@@ -1221,6 +1372,7 @@ impl InfinityServer {
                 let existed = match resource {
                     Resource::Conference => state.delete_conference(id),
                     Resource::ConferenceAlias => state.aliases.remove(&id).is_some(),
+                    named => state.delete_named(named, id),
                 };
                 if existed {
                     StatusCode::NO_CONTENT.into_response()

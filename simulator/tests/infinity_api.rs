@@ -411,3 +411,58 @@ async fn control_routes_inject_faults_and_show_the_state() {
         log.json
     );
 }
+
+#[tokio::test]
+async fn themes_and_identity_provider_groups_are_referenced_by_uri() {
+    let c = Client::new();
+    let theme = c.server.add_ivr_theme("Corporate").expect("theme");
+    let group = c
+        .server
+        .add_identity_provider_group("Staff")
+        .expect("group");
+    let listed = c
+        .send(
+            "GET",
+            "/api/admin/configuration/v1/ivr_theme/?name=Corporate",
+            None,
+        )
+        .await;
+    assert_eq!(listed.json["meta"]["total_count"], 1);
+    assert_eq!(listed.json["objects"][0]["resource_uri"], theme.as_str());
+    let ok = c
+        .send(
+            "POST",
+            CONFERENCE_PATH,
+            Some(json!({"name": "Themed", "ivr_theme": theme, "host_identity_provider_group": group})),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{:?}", ok.json);
+    let bad = c
+        .send(
+            "POST",
+            CONFERENCE_PATH,
+            Some(json!({"name": "Bad theme", "ivr_theme": "/api/admin/configuration/v1/ivr_theme/99/"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json["conference"]["ivr_theme"].is_array(),
+        "{:?}",
+        bad.json
+    );
+    let wrong_kind = c
+        .send(
+            "POST",
+            CONFERENCE_PATH,
+            Some(json!({"name": "Group as theme", "ivr_theme": group})),
+        )
+        .await;
+    assert_eq!(wrong_kind.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.send("DELETE", &theme, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let themed = c.server.conference_named("Themed").expect("themed");
+    assert_eq!(themed["ivr_theme"], Value::Null, "cleared with its theme");
+    assert_eq!(themed["host_identity_provider_group"], group.as_str());
+}
