@@ -217,6 +217,21 @@ async fn expired_replayed_and_foreign_toks_are_refused() -> Result<()> {
         "{}",
         why(&replayed)
     );
+
+    // The decisions are counted.
+    let metrics = vmr_e2e::insecure_client()?
+        .get(format!("{}/metrics", server.origin()))
+        .bearer_auth(vmr_e2e::E2E_ADMIN_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    for counted in [
+        "vmr_meetings_processed_total{integration=\"default\",decision=\"decline\"} 3",
+        "vmr_meetings_processed_total{integration=\"default\",decision=\"defer\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} missing: {metrics}");
+    }
     Ok(())
 }
 

@@ -201,6 +201,13 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 let pause = failure_pause(&e, failures, pace.poll_interval);
                 tracing::warn!(%integration, error = %e, ?pause, "mailbox cycle failed");
+                if let CycleError::Mailbox(mailbox_error) = &e {
+                    crate::metrics::service().record_ews_error(
+                        &integration,
+                        mailbox_error,
+                        ctx.clock.now_unix_ms(),
+                    );
+                }
                 Some(pause)
             }
         };

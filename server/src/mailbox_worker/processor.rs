@@ -209,6 +209,8 @@ async fn apply(
         match ctx.storage.commit_scheduling(&commit).await? {
             CommitOutcome::Committed { reply_id, .. } => {
                 let outcome = outcome_name(&decision);
+                crate::metrics::service()
+                    .record_meeting_processed(&ctx.integration.config.id, decision_kind(&decision));
                 tracing::info!(uid = %item.uid, outcome, item = %item.item_id, "meeting processed");
                 return Ok(Processed::Changed {
                     outcome,
@@ -446,6 +448,17 @@ fn general_error(item: &MeetingItem, stored: Option<&StoredMeeting>, detail: &st
         release: stored.is_some_and(|s| s.state == MeetingState::Accepted),
         sequence: item.sequence,
         schedule,
+    }
+}
+
+/// The decision's kind, as the metrics count it.
+fn decision_kind(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Accept { .. } => "accept",
+        Decision::Decline { .. } => "decline",
+        Decision::Cancel { .. } => "cancel",
+        Decision::Defer { .. } => "defer",
+        Decision::Nothing { .. } => "nothing",
     }
 }
 
