@@ -47,6 +47,7 @@ on_both_engines!(
     grace_expiry_deletes_the_conference_and_its_vmr,
     endless_series_never_expire_and_finite_ones_do,
     themes_and_groups_are_pushed_as_infinitys_uris,
+    a_slow_infinity_counts_as_unreachable,
 );
 
 // ---------------------------------------------------------------------------
@@ -106,7 +107,15 @@ impl Infinity {
     }
 
     fn pusher(&self, storage: &Storage, clock: SharedClock) -> InfinityPusher {
-        let config = self.config();
+        self.pusher_with(storage, clock, self.config())
+    }
+
+    fn pusher_with(
+        &self,
+        storage: &Storage,
+        clock: SharedClock,
+        config: InfinityConfig,
+    ) -> InfinityPusher {
         let client = InfinityClient::new(&config).expect("client");
         let mut targets = BTreeMap::new();
         targets.insert(
@@ -933,4 +942,47 @@ async fn themes_and_groups_are_pushed_as_infinitys_uris(db: &TestDb) {
     assert!(infinity.server.conference_named("Unknown theme").is_some());
     // In line: reconcile queues nothing.
     assert_eq!(pusher.reconcile().await.expect("reconcile").queued, 0);
+}
+
+async fn a_slow_infinity_counts_as_unreachable(db: &TestDb) {
+    let (_clock, shared) = manual_clock();
+    let storage = open(db).await;
+    let infinity = Infinity::running().await;
+    let config = InfinityConfig {
+        timeout_secs: 1,
+        ..infinity.config()
+    };
+    let pusher = infinity.pusher_with(&storage, shared, config);
+    infinity.server.inject(InfinityFault {
+        delay_ms: 1_500,
+        times: Some(1),
+        ..InfinityFault::default()
+    });
+    let s = accept(
+        &storage,
+        "Slow",
+        &single(T0 + HOUR, T0 + 2 * HOUR),
+        vec![window(T0 + HOUR, T0 + 2 * HOUR)],
+        T0,
+    )
+    .await;
+    let started = Instant::now();
+    let report = pusher.drain_once().await.expect("drain");
+    assert!(report.unreachable, "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_450),
+        "the timeout cut the wait"
+    );
+    let row = &storage.push_queue().await.expect("queue")[0];
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unreachable")),
+        "{row:?}"
+    );
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    assert_ours(
+        &infinity.server.conference_named("Slow").expect("pushed"),
+        &s,
+    );
 }
