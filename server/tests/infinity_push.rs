@@ -785,6 +785,15 @@ async fn grace_expiry_deletes_the_conference_and_its_vmr(db: &TestDb) {
         alias.state, "deleted",
         "the alias is retired, never issued again"
     );
+    let meeting = storage
+        .meeting(INTEGRATION, &s.uid)
+        .await
+        .expect("read")
+        .expect("meeting");
+    assert_eq!(
+        meeting.updated_at, expires_at,
+        "followers of updated_at see the expiry"
+    );
     let ops = storage.operations(INTEGRATION, 10).await.expect("ops");
     assert!(
         ops.iter()

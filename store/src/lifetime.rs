@@ -97,7 +97,8 @@ impl Storage {
 
     /// Expires conference `candidate.conference` at `now`, in one transaction under the
     /// integration's commit lock: deletion time set, alias `deleted` (with its conference
-    /// deletion time), a `scheduling_operation` row, and a push queued when the queue is on.
+    /// deletion time), the meeting's `updated_at` (so followers notice), a `scheduling_operation`
+    /// row, and a push queued when the queue is on.
     /// Nothing is written (answer `false`) when, meanwhile, the conference was deleted, its
     /// meeting changed (another revision) or a window ending after `cutoff` appeared.
     pub async fn expire_conference(
@@ -172,6 +173,16 @@ impl Storage {
         .execute(&mut *conn)
         .await
         .map_err(query_err(DOING))?;
+        if let Some(m) = &candidate.meeting {
+            // Followers of `meeting.updated_at` (the policy index) see the change.
+            sqlx::query("UPDATE meeting SET updated_at = $3 WHERE integration = $1 AND uid = $2")
+                .bind(&c.integration)
+                .bind(&m.uid)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(query_err(DOING))?;
+        }
         let (resource_id, item_id) = match &candidate.meeting {
             Some(m) => (m.uid.clone(), m.item_id.clone()),
             None => (c.id.clone(), String::new()),
