@@ -39,8 +39,8 @@ const MAX_TEXT: usize = 250;
 const BATCH: u32 = 50;
 /// Batches one drain handles at most before giving the loop back.
 const MAX_BATCHES: usize = 20;
-/// How long a claimed row is held by this instance (Infinity's timeout is shorter).
-const CLAIM_MS: i64 = 10 * 60 * 1000;
+/// Requests one push makes at most (look-up, create or patch, two aliases, a theme, a group).
+const REQUESTS_PER_PUSH: u64 = 6;
 /// Objects per page when listing.
 const PAGE: usize = 200;
 
@@ -508,6 +508,13 @@ impl InfinityPusher {
             .collect()
     }
 
+    /// How long a claimed row is held by this instance: longer than one push can take, so a
+    /// crashed instance's row is taken up again soon after.
+    fn claim_ms(&self) -> i64 {
+        let secs = self.config.timeout_secs.saturating_mul(REQUESTS_PER_PUSH) + 10;
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
     fn retry_max_ms(&self) -> i64 {
         i64::try_from(self.config.retry_max_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
@@ -676,11 +683,12 @@ impl InfinityPusher {
                 break;
             }
             for item in due {
-                if !self.storage.claim_push(&item, now + CLAIM_MS).await? {
+                let until = now.saturating_add(self.claim_ms());
+                if !self.storage.claim_push(&item, until).await? {
                     continue;
                 }
                 let claimed = PushItem {
-                    next_attempt_at: now + CLAIM_MS,
+                    next_attempt_at: until,
                     ..item
                 };
                 match self.push_conference(&claimed.conference_id).await {

@@ -48,6 +48,7 @@ on_both_engines!(
     endless_series_never_expire_and_finite_ones_do,
     themes_and_groups_are_pushed_as_infinitys_uris,
     a_slow_infinity_counts_as_unreachable,
+    a_row_claimed_by_a_crashed_instance_is_taken_up_after_the_claim,
 );
 
 // ---------------------------------------------------------------------------
@@ -992,6 +993,46 @@ async fn a_slow_infinity_counts_as_unreachable(db: &TestDb) {
     assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
     assert_ours(
         &infinity.server.conference_named("Slow").expect("pushed"),
+        &s,
+    );
+}
+
+async fn a_row_claimed_by_a_crashed_instance_is_taken_up_after_the_claim(db: &TestDb) {
+    let (clock, shared) = manual_clock();
+    let storage = open(db).await;
+    let infinity = Infinity::running().await;
+    let pusher = infinity.pusher(&storage, shared);
+    let s = accept(
+        &storage,
+        "Orphaned",
+        &single(T0 + HOUR, T0 + 2 * HOUR),
+        vec![window(T0 + HOUR, T0 + 2 * HOUR)],
+        T0,
+    )
+    .await;
+    // Another instance claimed the row and died before finishing.
+    let row = storage.push_queue().await.expect("queue").remove(0);
+    let claim = 3 * 6 + 10; // timeout_secs × requests per push + 10 s
+    assert!(storage
+        .claim_push(&row, T0 + claim * 1000)
+        .await
+        .expect("claim"));
+    assert!(
+        !storage.claim_push(&row, T0 + 1).await.expect("claim"),
+        "claimed once only"
+    );
+    assert_eq!(
+        pusher.drain_once().await.expect("drain").pushed,
+        0,
+        "held by the claim"
+    );
+    clock.advance(Duration::from_secs(claim as u64));
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    assert_ours(
+        &infinity
+            .server
+            .conference_named("Orphaned")
+            .expect("pushed"),
         &s,
     );
 }
