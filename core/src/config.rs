@@ -1203,6 +1203,12 @@ pub struct IntegrationConfig {
     pub meeting_buffer_before: u32,
     /// Minutes after end participants can still join (0–180).
     pub meeting_buffer_after: u32,
+    /// Infinity theme of the VMRs (Pexip's `ivr_theme`, by name).
+    pub ivr_theme: Option<String>,
+    /// Identity provider group participants must authenticate with (by name); absent: none.
+    pub host_identity_provider_group: Option<String>,
+    /// With an IdP group: `disallow_all` (default) or `allow_if_trusted`.
+    pub non_idp_participants: NonIdpParticipants,
     /// `[integration.exchange]`: the mailbox connection. Absent: this
     /// integration processes no mailbox (the pane still works). Filled in by
     /// [`Config::load`] from the TOML table (secrets resolved, files
@@ -1230,7 +1236,31 @@ impl Default for IntegrationConfig {
             templates: BTreeMap::new(),
             meeting_buffer_before: 30,
             meeting_buffer_after: 60,
+            ivr_theme: None,
+            host_identity_provider_group: None,
+            non_idp_participants: NonIdpParticipants::DisallowAll,
             exchange: None,
+        }
+    }
+}
+
+/// Pexip's `non_idp_participants`: who may join without the IdP when one is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonIdpParticipants {
+    /// Devices other than Pexip's apps wait in the waiting room.
+    #[default]
+    DisallowAll,
+    /// Locally registered devices may join.
+    AllowIfTrusted,
+}
+
+impl NonIdpParticipants {
+    /// The value Infinity uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonIdpParticipants::DisallowAll => "disallow_all",
+            NonIdpParticipants::AllowIfTrusted => "allow_if_trusted",
         }
     }
 }
@@ -3075,6 +3105,23 @@ impl IntegrationConfig {
                 ));
             }
         }
+        for (name, value) in [
+            ("ivr_theme", &self.ivr_theme),
+            (
+                "host_identity_provider_group",
+                &self.host_identity_provider_group,
+            ),
+        ] {
+            if let Some(v) = value {
+                let len = v.chars().count();
+                if v.trim().is_empty() || len > 250 {
+                    return Err(ConfigError::key(
+                        key(name),
+                        format!("must be the name of the Infinity object, 1 to 250 characters, found {len}"),
+                    ));
+                }
+            }
+        }
         for (name, text, limit) in self.addin.texts() {
             let len = text.chars().count();
             if len == 0 || len > limit {
@@ -3366,6 +3413,27 @@ mod tests {
             &[],
         );
         assert!(e.contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn vmr_theme_and_identity_provider_group_are_read_and_checked() {
+        let c = load(
+            "[[integration]]\nivr_theme = \"Corporate\"\nhost_identity_provider_group = \"Staff\"\n\
+             non_idp_participants = \"allow_if_trusted\"\n",
+            &[],
+        )
+        .expect("valid");
+        let i = &c.integrations[0];
+        assert_eq!(i.ivr_theme.as_deref(), Some("Corporate"));
+        assert_eq!(i.host_identity_provider_group.as_deref(), Some("Staff"));
+        assert_eq!(i.non_idp_participants, NonIdpParticipants::AllowIfTrusted);
+        let e = err("[[integration]]\nivr_theme = \"  \"\n", &[]);
+        assert!(e.contains("integration[0].ivr_theme"), "{e}");
+        let e = err(
+            "[[integration]]\nnon_idp_participants = \"everyone\"\n",
+            &[],
+        );
+        assert!(e.contains("non_idp_participants"), "{e}");
     }
 
     #[test]

@@ -260,7 +260,15 @@ pub async fn serve(
     // The mailbox workers of the management role (and `all`) run beside the listeners.
     if let App::Management(state) = &app {
         // Push mode switches the push queue on before any mailbox commit.
-        crate::infinity_push::spawn(state, stopping.clone())?;
+        if let Some(health) = crate::infinity_push::spawn(state, stopping.clone())? {
+            crate::http::ops::register_readiness_probe(
+                &state.shared,
+                Arc::new(crate::infinity_push::InfinityReadiness::new(
+                    health,
+                    state.storage.clone(),
+                )),
+            );
+        }
         crate::vmr_lifetime::spawn(state, stopping.clone());
         crate::mailbox_worker::spawn_all(state, stopping.clone())?;
     }

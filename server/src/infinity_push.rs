@@ -824,6 +824,7 @@ pub async fn run(pusher: Arc<InfinityPusher>, mut stop: tokio::sync::watch::Rece
             }
             Err(e) => tracing::warn!(error = %e, "reading the push queue failed"),
         }
+        pusher.report_queue_depth().await;
         let pause = if unreachable {
             let p = pause_after_failure;
             pause_after_failure = (pause_after_failure * 2).min(max);
@@ -836,6 +837,70 @@ pub async fn run(pusher: Arc<InfinityPusher>, mut stop: tokio::sync::watch::Rece
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+impl InfinityPusher {
+    /// Sets `vmr_push_queue_depth` for every integration (0 where nothing waits).
+    async fn report_queue_depth(&self) {
+        match self.storage.push_queue_depth().await {
+            Ok(depth) => {
+                for integration in self.targets.keys() {
+                    let n = depth.get(integration).copied().unwrap_or(0);
+                    crate::metrics::service()
+                        .set_push_queue_depth(integration, i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the push queue for /metrics"),
+        }
+    }
+}
+
+/// What `/readyz` sees of push mode: ready while Infinity answered the last push or
+/// reconcile (or nothing has been tried yet); not ready, saying since when and why, while
+/// it is unreachable.
+pub struct InfinityReadiness {
+    health: Arc<PushHealth>,
+    storage: Storage,
+}
+
+impl InfinityReadiness {
+    /// A probe over the pusher's `health` and the queue in `storage`.
+    pub fn new(health: Arc<PushHealth>, storage: Storage) -> Self {
+        InfinityReadiness { health, storage }
+    }
+}
+
+impl crate::http::ops::ReadinessProbe for InfinityReadiness {
+    fn name(&self) -> &'static str {
+        "infinity"
+    }
+
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let state = self.health.snapshot();
+            let queued: u64 = self
+                .storage
+                .push_queue_depth()
+                .await
+                .map_err(|e| format!("push queue: {e}"))?
+                .values()
+                .sum();
+            match state.unreachable_since_ms {
+                Some(since) => Err(format!(
+                    "Infinity unreachable since {since} (Unix ms), {queued} pushes waiting: {}",
+                    state.last_error.unwrap_or_default()
+                )),
+                None => Ok(json!({
+                    "reachable": true,
+                    "last_ok_ms": state.last_ok_ms,
+                    "queued": queued,
+                })),
+            }
+        })
     }
 }
 

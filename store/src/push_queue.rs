@@ -171,16 +171,26 @@ impl Storage {
             .map_err(query_err("reading the push queue"))
     }
 
-    /// How many pushes are queued.
-    pub async fn push_queue_depth(&self) -> Result<u64, StorageError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM push_queue")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("counting queued pushes"))?;
-        let n: i64 = row
-            .try_get("n")
-            .map_err(query_err("counting queued pushes"))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+    /// How many pushes are queued, per integration (integrations with none are absent).
+    pub async fn push_queue_depth(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StorageError> {
+        let rows =
+            sqlx::query("SELECT integration, COUNT(*) AS n FROM push_queue GROUP BY integration")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("counting queued pushes"))?;
+        let mut depth = std::collections::BTreeMap::new();
+        for row in rows {
+            let integration: String = row
+                .try_get("integration")
+                .map_err(query_err("counting queued pushes"))?;
+            let n: i64 = row
+                .try_get("n")
+                .map_err(query_err("counting queued pushes"))?;
+            depth.insert(integration, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(depth)
     }
 
     /// Claims `item` until `until` (its `next_attempt_at` moved there), unless another

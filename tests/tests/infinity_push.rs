@@ -49,6 +49,16 @@ async fn wait_for_vmr(sim: &Sim, server: &ServerProcess, name: &str) -> Result<V
     }
 }
 
+/// An admin-only ops route of `server`: status and body.
+async fn ops_get(server: &ServerProcess, path: &str) -> Result<(u16, String)> {
+    let response = vmr_e2e::insecure_client()?
+        .get(format!("{}{path}", server.origin()))
+        .bearer_auth(vmr_e2e::E2E_ADMIN_TOKEN)
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_meeting_becomes_a_vmr_in_infinity_once_it_is_back() -> Result<()> {
     let sim = Sim::start().await?;
@@ -82,6 +92,15 @@ async fn an_accepted_meeting_becomes_a_vmr_in_infinity_once_it_is_back() -> Resu
     assert!(infinity(&sim)
         .conference_named("Planning (Alice)")
         .is_none());
+    // Not ready while Infinity is unreachable, saying why; the waiting push is counted.
+    let readyz = ops_get(&server, "/readyz/detail").await?;
+    assert_eq!(readyz.0, 503, "{}", readyz.1);
+    assert!(readyz.1.contains("Infinity unreachable"), "{}", readyz.1);
+    let metrics = ops_get(&server, "/metrics").await?.1;
+    assert!(
+        metrics.contains("vmr_push_queue_depth{integration=\"default\"} 1"),
+        "{metrics}"
+    );
 
     // Infinity returns: the VMR appears with both generated aliases and our tag.
     infinity(&sim).set_down(false);
@@ -96,9 +115,20 @@ async fn an_accepted_meeting_becomes_a_vmr_in_infinity_once_it_is_back() -> Resu
     expected.sort();
     assert_eq!(infinity(&sim).alias_names_of("Planning (Alice)"), expected);
     wait_until(WAIT, || async {
-        Ok((store.push_queue_depth().await? == 0).then_some(()))
+        Ok((store.push_queue_depth().await?.values().sum::<u64>() == 0).then_some(()))
     })
     .await?;
+    let readyz = wait_until(WAIT, || async {
+        let r = ops_get(&server, "/readyz/detail").await?;
+        Ok((r.0 == 200).then_some(r.1))
+    })
+    .await?;
+    assert!(readyz.contains("\"reachable\":true"), "{readyz}");
+    let metrics = ops_get(&server, "/metrics").await?.1;
+    assert!(
+        metrics.contains("vmr_push_queue_depth{integration=\"default\"} 0"),
+        "{metrics}"
+    );
 
     // Drift while the process is down: the VMR deleted by hand, a stale one with our tag,
     // an administrator's own VMR. The restart's reconcile repairs ours only.

@@ -564,9 +564,12 @@ fn plan(
                     description: render_text(ctx, "conference_description", texts.clone()),
                     alias: a.alias.clone(),
                     numeric_alias: a.numeric_alias.clone(),
-                    theme: None,
-                    host_identity_provider_group: None,
-                    non_idp_participants: "disallow_all".into(),
+                    theme: integration.config.ivr_theme.clone(),
+                    host_identity_provider_group: integration
+                        .config
+                        .host_identity_provider_group
+                        .clone(),
+                    non_idp_participants: integration.config.non_idp_participants.as_str().into(),
                 });
             }
             let (windows, recurring) = materialise(ctx, schedule, &subject, now);
