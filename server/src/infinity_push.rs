@@ -83,9 +83,25 @@ pub struct InfinityVmr {
     pub tag: String,
     /// The alias texts.
     pub aliases: Vec<String>,
+    /// The aliases' objects: text, description and resource URI.
+    pub alias_objects: Vec<InfinityAlias>,
     /// Every field as returned.
     pub fields: Map<String, Value>,
 }
+
+/// One `conference_alias` of a VMR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfinityAlias {
+    pub alias: String,
+    pub description: String,
+    /// `resource_uri` (empty when Infinity did not list one).
+    pub uri: String,
+}
+
+/// How the description of an extra alias we pushed begins (admin-added in our admin page):
+/// only aliases marked so are removed when the admin removes them here; aliases added in
+/// Infinity itself are never touched.
+pub const EXTRA_ALIAS_MARK: &str = "Extra alias (vmr-scheduler)";
 
 impl InfinityVmr {
     fn from_json(v: &Value) -> Option<InfinityVmr> {
@@ -102,6 +118,22 @@ impl InfinityVmr {
                     list.iter()
                         .filter_map(|a| a.get("alias").and_then(Value::as_str))
                         .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            alias_objects: fields
+                .get("aliases")
+                .and_then(Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|a| {
+                            let text = |k: &str| a.get(k).and_then(Value::as_str);
+                            Some(InfinityAlias {
+                                alias: text("alias")?.to_owned(),
+                                description: text("description").unwrap_or_default().to_owned(),
+                                uri: text("resource_uri").unwrap_or_default().to_owned(),
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -589,15 +621,59 @@ impl InfinityPusher {
         ]
     }
 
-    /// Whether Infinity's `vmr` already matches `c` (fields and both generated aliases).
+    /// The aliases the VMR of `c` must have: the two generated ones and those an admin added
+    /// here, with their descriptions.
+    async fn wanted_aliases(
+        &self,
+        c: &ConferenceRecord,
+    ) -> Result<Vec<(String, String)>, PushError> {
+        let mut wanted: Vec<(String, String)> = Self::generated_aliases(c)
+            .iter()
+            .map(|(a, d)| ((*a).to_owned(), (*d).to_owned()))
+            .collect();
+        for extra in self
+            .storage
+            .extra_aliases_of(std::slice::from_ref(&c.id))
+            .await?
+        {
+            let description = if extra.description.is_empty() {
+                EXTRA_ALIAS_MARK.to_owned()
+            } else {
+                clip(
+                    &format!("{EXTRA_ALIAS_MARK}: {}", extra.description),
+                    MAX_TEXT,
+                )
+            };
+            wanted.push((extra.alias, description));
+        }
+        Ok(wanted)
+    }
+
+    /// Extra aliases we pushed earlier that an admin has since removed here.
+    fn removed_extras<'v>(
+        vmr: &'v InfinityVmr,
+        wanted: &[(String, String)],
+    ) -> Vec<&'v InfinityAlias> {
+        vmr.alias_objects
+            .iter()
+            .filter(|a| a.description.starts_with(EXTRA_ALIAS_MARK) && !a.uri.is_empty())
+            .filter(|a| !wanted.iter().any(|(w, _)| w.eq_ignore_ascii_case(&a.alias)))
+            .collect()
+    }
+
+    /// Whether Infinity's `vmr` already matches `c` (fields, generated and extra aliases).
     async fn in_line(&self, vmr: &InfinityVmr, c: &ConferenceRecord, target: &PushTarget) -> bool {
-        let Ok(desired) = self.desired_fields(c, target).await else {
+        let (Ok(desired), Ok(wanted)) = (
+            self.desired_fields(c, target).await,
+            self.wanted_aliases(c).await,
+        ) else {
             return false;
         };
         desired.iter().all(|(k, v)| vmr.fields.get(k) == Some(v))
-            && Self::generated_aliases(c)
+            && wanted
                 .iter()
                 .all(|(a, _)| vmr.aliases.iter().any(|x| x.eq_ignore_ascii_case(a)))
+            && Self::removed_extras(vmr, &wanted).is_empty()
     }
 
     /// Brings Infinity in line with conference `conference_id` as stored now.
@@ -628,13 +704,14 @@ impl InfinityPusher {
             };
         }
         let desired = self.desired_fields(&c, target).await?;
+        let wanted = self.wanted_aliases(&c).await?;
         match existing {
             None => {
                 let mut body = desired.clone();
                 body.insert(
                     "aliases".into(),
                     Value::Array(
-                        Self::generated_aliases(&c)
+                        wanted
                             .iter()
                             .map(|(a, d)| json!({"alias": a, "description": d}))
                             .collect(),
@@ -661,10 +738,15 @@ impl InfinityPusher {
                         )
                         .await?;
                 }
-                for (alias, description) in Self::generated_aliases(&c) {
+                for (alias, description) in &wanted {
                     if !vmr.aliases.iter().any(|a| a.eq_ignore_ascii_case(alias)) {
                         self.client.add_alias(&vmr.uri, alias, description).await?;
                     }
+                }
+                for gone in Self::removed_extras(&vmr, &wanted) {
+                    self.client
+                        .delete(&gone.uri, &format!("removing extra alias {:?}", gone.alias))
+                        .await?;
                 }
                 Ok(())
             }

@@ -49,6 +49,7 @@ on_both_engines!(
     themes_and_groups_are_pushed_as_infinitys_uris,
     a_slow_infinity_counts_as_unreachable,
     a_row_claimed_by_a_crashed_instance_is_taken_up_after_the_claim,
+    extra_aliases_added_and_removed_by_admins_follow_into_infinity,
 );
 
 // ---------------------------------------------------------------------------
@@ -747,6 +748,79 @@ async fn cancel_deletes_the_vmr_and_repairs_keep_admin_aliases(db: &TestDb) {
         infinity.server.conference_named("Standup").is_none(),
         "cancelled → VMR deleted"
     );
+}
+
+async fn extra_aliases_added_and_removed_by_admins_follow_into_infinity(db: &TestDb) {
+    let (clock, shared) = manual_clock();
+    let storage = open(db).await;
+    let infinity = Infinity::running().await;
+    let pusher = infinity.pusher(&storage, shared);
+    let s = accept(
+        &storage,
+        "Board",
+        &single(T0 + HOUR, T0 + 2 * HOUR),
+        vec![window(T0 + HOUR, T0 + 2 * HOUR)],
+        T0,
+    )
+    .await;
+    pusher.drain_once().await.expect("drain");
+    // An alias added in Infinity by hand is not ours to remove.
+    assert!(infinity
+        .server
+        .add_alias("Board", "board-lobby@vc.example.test"));
+
+    // Added on our admin page: queued in the same transaction, then pushed.
+    storage
+        .add_extra_alias(
+            &s.conference_id,
+            "board@vc.example.test",
+            "Boardroom",
+            "ann",
+            T0,
+        )
+        .await
+        .expect("extra alias");
+    assert_eq!(
+        storage.push_queue().await.expect("queue").len(),
+        1,
+        "the admin's change is queued"
+    );
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    let mut expected = vec![
+        s.alias.clone(),
+        s.numeric_alias.clone(),
+        "board-lobby@vc.example.test".to_owned(),
+        "board@vc.example.test".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(infinity.server.alias_names_of("Board"), expected);
+    let vmr = infinity.server.conference_named("Board").expect("vmr");
+    let described = vmr["aliases"]
+        .as_array()
+        .expect("aliases")
+        .iter()
+        .find(|a| a["alias"] == "board@vc.example.test")
+        .and_then(|a| a["description"].as_str())
+        .expect("extra alias")
+        .to_owned();
+    assert!(described.contains("Boardroom"), "{described}");
+    // In line: the reconcile queues nothing.
+    assert_eq!(pusher.reconcile().await.expect("reconcile").queued, 0);
+
+    // Removed on our admin page: removed in Infinity; the hand-made one stays.
+    storage
+        .remove_extra_alias(
+            &s.conference_id,
+            "board@vc.example.test",
+            "ann",
+            T0 + MINUTE,
+        )
+        .await
+        .expect("removed");
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    expected.retain(|a| a != "board@vc.example.test");
+    assert_eq!(infinity.server.alias_names_of("Board"), expected);
 }
 
 async fn grace_expiry_deletes_the_conference_and_its_vmr(db: &TestDb) {

@@ -498,8 +498,9 @@ impl Storage {
         })
     }
 
-    /// The extra aliases of these conferences, by alias.
-    async fn extra_aliases_of(&self, ids: &[String]) -> Result<Vec<ExtraAlias>, StorageError> {
+    /// The extra aliases admins added to these conferences, by alias (shown on the admin
+    /// page, pushed into Infinity with the generated ones).
+    pub async fn extra_aliases_of(&self, ids: &[String]) -> Result<Vec<ExtraAlias>, StorageError> {
         const DOING: &str = "reading extra aliases";
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1084,6 +1085,10 @@ impl Storage {
             },
         )
         .await?;
+        if self.push_queue_enabled() {
+            crate::push_queue::enqueue_in(&mut tx, &integration, &[conference_id.to_owned()], now)
+                .await?;
+        }
         tx.commit().await.map_err(query_err(DOING))?;
         Ok(ExtraAlias {
             id,
@@ -1108,19 +1113,25 @@ impl Storage {
         self.refuse_generated(conference_id, alias).await?;
         let alias = alias.trim().to_lowercase();
         let mut tx = self.begin_admin_write(DOING).await?;
-        let done = sqlx::query(
-            "DELETE FROM conference_extra_alias WHERE conference_id = $1 AND alias = $2",
+        let removed = sqlx::query(
+            "DELETE FROM conference_extra_alias WHERE conference_id = $1 AND alias = $2 \
+             RETURNING integration",
         )
         .bind(conference_id)
         .bind(&alias)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(query_err(DOING))?;
-        if done.rows_affected() == 0 {
+        let Some(removed) = removed else {
             return Err(AdminWriteError::NoExtraAlias {
                 conference: conference_id.to_owned(),
                 alias,
             });
+        };
+        if self.push_queue_enabled() {
+            let integration: String = removed.try_get("integration").map_err(query_err(DOING))?;
+            crate::push_queue::enqueue_in(&mut tx, &integration, &[conference_id.to_owned()], now)
+                .await?;
         }
         insert_audit(
             &mut tx,
