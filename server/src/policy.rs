@@ -8,9 +8,9 @@
 //! added), its service fields and its occurrence windows — and of every alias
 //! ever issued. The index is loaded whole at start-up, then follows the
 //! database once a second through `vmr_store::policy_feed` (meetings written
-//! since the last look, aliases issued since, extra aliases), re-reading a
-//! margin of [`FOLLOW_MARGIN_MS`] before its cursor so commits still in
-//! flight are not missed, and is rebuilt from scratch every
+//! since the last look, aliases issued since, extra aliases), re-reading what
+//! was written in the last [`FOLLOW_MARGIN_MS`] so commits still in flight
+//! are not missed, and is rebuilt from scratch every
 //! [`FULL_RELOAD_INTERVAL`] as a backstop. A request takes a read lock, a
 //! hash look-up or two and a binary search over the VMR's windows.
 //!
@@ -46,7 +46,7 @@ use vmr_core::config::{Config, PolicyServiceOptions, UnknownAliasAction};
 use vmr_store::policy_feed::{ExtraAlias, IssuedAlias, MeetingStamp, WindowSpan};
 use vmr_store::{ConferenceRecord, Storage, StorageError};
 
-/// How far before its cursor the index re-reads changes (ms of `updated_at`):
+/// How far before now the index re-reads changes (ms of `updated_at`):
 /// longer than any scheduling transaction takes, and than the clock
 /// difference between management instances.
 pub const FOLLOW_MARGIN_MS: i64 = 30_000;
@@ -462,10 +462,10 @@ impl PolicyService {
         let _one_at_a_time = self.refreshing.lock().await;
         // Meetings first: anything committed after this read carries a newer
         // `updated_at` and is picked up by the next follow-up.
-        let stamps = self.storage.policy_meetings_since(i64::MIN).await?;
+        let stamps = self.storage.policy_meetings_after(i64::MIN).await?;
         let conferences = self.storage.policy_all_conferences().await?;
         let windows = self.storage.policy_all_windows().await?;
-        let aliases = self.storage.policy_aliases_since(i64::MIN).await?;
+        let aliases = self.storage.policy_aliases_after(i64::MIN).await?;
         let extra = self.storage.policy_extra_aliases().await?;
         let mut by_id: HashMap<String, ConferenceRecord> =
             conferences.into_iter().map(|c| (c.id.clone(), c)).collect();
@@ -495,14 +495,19 @@ impl PolicyService {
     /// many meetings were re-read.
     pub async fn refresh(&self) -> Result<usize, StorageError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let (meeting_from, alias_from) = {
+        // New rows are those after the cursor; rows written within the margin
+        // before now may still be joined by commits that were in flight, so
+        // that stretch is read again (the stamps tell what really changed).
+        let now = self.clock.now_unix_ms();
+        let (meeting_after, alias_after) = {
             let s = self.read();
             (
-                s.meeting_cursor.saturating_sub(FOLLOW_MARGIN_MS),
-                s.alias_cursor.saturating_sub(FOLLOW_MARGIN_MS / 1000),
+                s.meeting_cursor.min(now.saturating_sub(FOLLOW_MARGIN_MS)),
+                s.alias_cursor
+                    .min((now / 1000).saturating_sub(FOLLOW_MARGIN_MS / 1000)),
             )
         };
-        let stamps = self.storage.policy_meetings_since(meeting_from).await?;
+        let stamps = self.storage.policy_meetings_after(meeting_after).await?;
         let changed: Vec<MeetingStamp> = {
             let s = self.read();
             stamps
@@ -522,7 +527,7 @@ impl PolicyService {
                 .await?;
             fresh.push((stamp, conference, windows));
         }
-        let aliases = self.storage.policy_aliases_since(alias_from).await?;
+        let aliases = self.storage.policy_aliases_after(alias_after).await?;
         let extra = self.storage.policy_extra_aliases().await?;
         let reread = fresh.len();
         let options = |i: &str| self.options_for(i);

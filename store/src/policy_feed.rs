@@ -7,9 +7,9 @@
 //! "meetings written since T" names every meeting whose windows, conference
 //! or state may have changed; aliases are never changed once issued, so
 //! "aliases issued since T" is all that is new there. Both reads use the
-//! indexes of migration `0006_policy.sql`. The caller re-reads a margin
-//! before its last cursor, so commits that were still in flight (or written
-//! with a slightly earlier clock) are not missed. Extra aliases admins add
+//! indexes of migration `0006_policy.sql`. The caller re-reads what was
+//! written within a margin of its clock's now, so commits that were still in
+//! flight (or written with a slightly earlier clock) are not missed. Extra aliases admins add
 //! (`conference_extra_alias`) are few and can be removed, so they are read
 //! whole each time.
 
@@ -99,16 +99,16 @@ const CONFERENCE_SELECT: &str = "SELECT id, integration, alias_id, name, descrip
      deletion_time FROM conference";
 
 impl Storage {
-    /// Aliases issued at or after `created_at_from` (Unix seconds), oldest first.
-    pub async fn policy_aliases_since(
+    /// Aliases issued after `created_after` (Unix seconds), oldest first.
+    pub async fn policy_aliases_after(
         &self,
-        created_at_from: i64,
+        created_after: i64,
     ) -> Result<Vec<IssuedAlias>, StorageError> {
         sqlx::query(
             "SELECT integration, alias, numeric_alias, created_at FROM scheduled_alias \
-             WHERE created_at >= $1 ORDER BY created_at",
+             WHERE created_at > $1 ORDER BY created_at",
         )
-        .bind(created_at_from)
+        .bind(created_after)
         .fetch_all(&self.pool)
         .await
         .map_err(query_err(DOING_ALIASES))?
@@ -125,16 +125,16 @@ impl Storage {
         .map_err(query_err(DOING_ALIASES))
     }
 
-    /// Meetings written at or after `updated_at_from` (Unix ms), oldest first.
-    pub async fn policy_meetings_since(
+    /// Meetings written after `updated_after` (Unix ms), oldest first.
+    pub async fn policy_meetings_after(
         &self,
-        updated_at_from: i64,
+        updated_after: i64,
     ) -> Result<Vec<MeetingStamp>, StorageError> {
         sqlx::query(
             "SELECT integration, uid, conference_id, state, revision, updated_at FROM meeting \
-             WHERE updated_at >= $1 ORDER BY updated_at",
+             WHERE updated_at > $1 ORDER BY updated_at",
         )
-        .bind(updated_at_from)
+        .bind(updated_after)
         .fetch_all(&self.pool)
         .await
         .map_err(query_err(DOING_MEETINGS))?
