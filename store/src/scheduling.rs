@@ -74,7 +74,7 @@ pub struct MeetingRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConference {
     pub alias_id: String,
-    /// The base name rendered from the template; made unique per integration
+    /// The base name rendered from the template; made unique across integrations
     /// by appending `" "` and 5 random digits when taken.
     pub name: String,
     pub description: String,
@@ -491,8 +491,8 @@ async fn delete_conference(
     Ok(())
 }
 
-/// The conference of `nc.alias_id`, created under a name unique in the
-/// integration when the alias has none.
+/// The conference of `nc.alias_id`, created under a name unique across all integrations
+/// (as Infinity's service names must be) when the alias has none.
 async fn ensure_conference(
     conn: &mut AnyConnection,
     integration: &str,
@@ -515,7 +515,7 @@ async fn ensure_conference(
              numeric_alias, theme, host_identity_provider_group, non_idp_participants, \
              created_at, deletion_time) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL) \
-             ON CONFLICT (integration, name) DO NOTHING RETURNING id",
+             ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&id)
         .bind(integration)
