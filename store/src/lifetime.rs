@@ -8,8 +8,9 @@
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::push_queue::{conference_record, enqueue_in, LIVE_CONFERENCE_COLUMNS};
+use crate::push_queue::enqueue_in;
 use crate::scheduling::ConferenceRecord;
+use crate::scheduling::{conference_from_row, CONFERENCE_COLUMNS};
 use crate::{query_err, Storage, StorageError};
 
 /// A live conference none of whose windows ends after the cutoff, with its meeting.
@@ -45,7 +46,7 @@ impl Storage {
         limit: u32,
     ) -> Result<Vec<ExpiryCandidate>, StorageError> {
         const DOING: &str = "listing conferences that may have expired";
-        let columns = LIVE_CONFERENCE_COLUMNS
+        let columns = CONFERENCE_COLUMNS
             .split(", ")
             .map(|c| format!("c.{}", c.trim()))
             .collect::<Vec<_>>()
@@ -71,7 +72,7 @@ impl Storage {
             .map_err(query_err(DOING))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let conference = conference_record(r).map_err(query_err(DOING))?;
+            let conference = conference_from_row(r).map_err(query_err(DOING))?;
             let uid: Option<String> = r.try_get("m_uid").map_err(query_err(DOING))?;
             let meeting = match uid {
                 Some(uid) => Some(CandidateMeeting {

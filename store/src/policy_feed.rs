@@ -16,7 +16,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::scheduling::ConferenceRecord;
+use crate::scheduling::{conference_from_row, ConferenceRecord, CONFERENCE_COLUMNS};
 use crate::{query_err, Storage, StorageError};
 
 /// An alias an integration issued (allocated, bound or deleted: ours either way).
@@ -77,27 +77,6 @@ fn stamp_from_row(r: &AnyRow) -> Result<MeetingStamp, sqlx::Error> {
     })
 }
 
-fn conference_from_row(r: &AnyRow) -> Result<ConferenceRecord, sqlx::Error> {
-    Ok(ConferenceRecord {
-        id: r.try_get("id")?,
-        integration: r.try_get("integration")?,
-        alias_id: r.try_get("alias_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        alias: r.try_get("alias")?,
-        numeric_alias: r.try_get("numeric_alias")?,
-        theme: r.try_get("theme")?,
-        host_identity_provider_group: r.try_get("host_identity_provider_group")?,
-        non_idp_participants: r.try_get("non_idp_participants")?,
-        created_at: r.try_get("created_at")?,
-        deletion_time: r.try_get("deletion_time")?,
-    })
-}
-
-const CONFERENCE_SELECT: &str = "SELECT id, integration, alias_id, name, description, alias, \
-     numeric_alias, theme, host_identity_provider_group, non_idp_participants, created_at, \
-     deletion_time FROM conference";
-
 impl Storage {
     /// Aliases issued after `created_after` (Unix seconds), oldest first.
     pub async fn policy_aliases_after(
@@ -146,14 +125,16 @@ impl Storage {
 
     /// Every conference (deleted ones too): the index's first load.
     pub async fn policy_all_conferences(&self) -> Result<Vec<ConferenceRecord>, StorageError> {
-        sqlx::query(CONFERENCE_SELECT)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err(DOING_CONFERENCES))?
-            .iter()
-            .map(conference_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(query_err(DOING_CONFERENCES))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONFERENCE_COLUMNS} FROM conference"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err(DOING_CONFERENCES))?
+        .iter()
+        .map(conference_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(query_err(DOING_CONFERENCES))
     }
 
     /// Every window as `(integration, meeting uid, span)`: the index's first load.
@@ -193,7 +174,7 @@ impl Storage {
         let mut tx = self.pool.begin().await.map_err(query_err(DOING_WINDOWS))?;
         let conference = match conference_id {
             Some(id) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{CONFERENCE_SELECT} WHERE id = $1"
+                "SELECT {CONFERENCE_COLUMNS} FROM conference WHERE id = $1"
             )))
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::scheduling::ConferenceRecord;
+use crate::scheduling::{conference_from_row, ConferenceRecord, CONFERENCE_COLUMNS};
 use crate::{query_err, Storage, StorageError};
 
 /// Most characters of a push's `last_error` stored.
@@ -48,28 +48,6 @@ fn push_from_row(r: &AnyRow) -> Result<PushItem, sqlx::Error> {
         next_attempt_at: r.try_get("next_attempt_at")?,
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,
-    })
-}
-
-/// `conference` columns as [`ConferenceRecord`] reads them.
-pub(crate) const LIVE_CONFERENCE_COLUMNS: &str = "id, integration, alias_id, name, description, \
-     alias, numeric_alias, theme, host_identity_provider_group, non_idp_participants, \
-     created_at, deletion_time";
-
-pub(crate) fn conference_record(r: &AnyRow) -> Result<ConferenceRecord, sqlx::Error> {
-    Ok(ConferenceRecord {
-        id: r.try_get("id")?,
-        integration: r.try_get("integration")?,
-        alias_id: r.try_get("alias_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        alias: r.try_get("alias")?,
-        numeric_alias: r.try_get("numeric_alias")?,
-        theme: r.try_get("theme")?,
-        host_identity_provider_group: r.try_get("host_identity_provider_group")?,
-        non_idp_participants: r.try_get("non_idp_participants")?,
-        created_at: r.try_get("created_at")?,
-        deletion_time: r.try_get("deletion_time")?,
     })
 }
 
@@ -269,7 +247,7 @@ impl Storage {
     ) -> Result<Vec<ConferenceRecord>, StorageError> {
         let which = if live { "IS NULL" } else { "IS NOT NULL" };
         let sql = format!(
-            "SELECT {LIVE_CONFERENCE_COLUMNS} FROM conference WHERE integration = $1 \
+            "SELECT {CONFERENCE_COLUMNS} FROM conference WHERE integration = $1 \
              AND deletion_time {which} ORDER BY name"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -278,7 +256,7 @@ impl Storage {
             .await
             .map_err(query_err("listing an integration's conferences"))?
             .iter()
-            .map(conference_record)
+            .map(conference_from_row)
             .collect::<Result<_, _>>()
             .map_err(query_err("listing an integration's conferences"))
     }

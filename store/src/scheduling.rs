@@ -265,7 +265,8 @@ enum AliasCheck {
     },
 }
 
-const CONFERENCE_COLUMNS: &str = "id, integration, alias_id, name, description, alias, \
+/// `conference` columns as [`conference_from_row`] reads them.
+pub(crate) const CONFERENCE_COLUMNS: &str = "id, integration, alias_id, name, description, alias, \
      numeric_alias, theme, host_identity_provider_group, non_idp_participants, created_at, \
      deletion_time";
 
@@ -275,7 +276,8 @@ const MEETING_COLUMNS: &str = "integration, uid, alias_id, conference_id, state,
 const REPLY_COLUMNS: &str = "id, integration, meeting_uid, revision, item_id, change_key, \
      response, body_html, state, attempts, last_error, created_at, sent_at";
 
-fn conference_from_row(r: &AnyRow) -> Result<ConferenceRecord, sqlx::Error> {
+/// A `conference` row selected with [`CONFERENCE_COLUMNS`].
+pub(crate) fn conference_from_row(r: &AnyRow) -> Result<ConferenceRecord, sqlx::Error> {
     Ok(ConferenceRecord {
         id: r.try_get("id")?,
         integration: r.try_get("integration")?,
