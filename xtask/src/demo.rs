@@ -65,6 +65,17 @@ pub fn run() -> Result<()> {
         );
     }
     let config = data.join("config.toml");
+    // A fresh admin token per run, for the admin page (only its hash goes into the config).
+    let admin_token = {
+        use rand::RngCore;
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    };
+    let admin_token_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(admin_token.as_bytes()))
+    };
     // TOML strings quoted by the toml crate (paths may hold any character).
     let q = |s: String| toml::Value::from(s).to_string();
     std::fs::write(
@@ -77,7 +88,9 @@ pub fn run() -> Result<()> {
              office_js = \"https://localhost:{SIMULATOR_PORT}/office.js\"\n\
              [storage]\nurl = {db}\n\
              [http_client]\nextra_ca_files = [{sim_cert}]\n\
-             [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\napi_token_sha256 = [\"{admin_token_sha256}\"]\n\
+             # Infinity may ask the policy server from this machine only.\n\
+             [policy]\nallow_from = [\"127.0.0.1/32\", \"::1/128\"]\n\
              [[integration]]\nid = \"default\"\nresource_email = {resource}\nresource_name = \"VMR Room\"\n\
              [integration.auth]\nexchange_metadata = [\"localhost:{SIMULATOR_PORT}\", \"127.0.0.1:{SIMULATOR_PORT}\"]\n\
              # The resource mailbox, watched over EWS at the simulated Exchange.\n\
@@ -124,6 +137,8 @@ pub fn run() -> Result<()> {
          \x20 task pane alone:                 {pane_url}\n\
          \x20 health:                          https://localhost:{SERVER_PORT}/healthz\n\
          \x20 metrics (admin listener):        http://127.0.0.1:{ADMIN_PORT}/metrics\n\
+         \x20 admin page:                      https://localhost:{SERVER_PORT}/admin/ (token {admin_token})\n\
+         \x20 Infinity policy (loopback only): https://localhost:{SERVER_PORT}/policy/v1/service/configuration?local_alias=<an alias>\n\
          \x20 config and database:             {}\n",
         data.display(),
         resource = ews::DEFAULT_RESOURCE,
