@@ -466,39 +466,16 @@ fn encode_query_part(text: &str) -> String {
     out
 }
 
-fn decode_query_part(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (decode_query_part(k), decode_query_part(v)),
-            None => (decode_query_part(pair), String::new()),
+            Some((k, v)) => (
+                crate::ews::http::percent_decode(k),
+                crate::ews::http::percent_decode(v),
+            ),
+            None => (crate::ews::http::percent_decode(pair), String::new()),
         })
         .collect()
 }

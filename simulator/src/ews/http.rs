@@ -639,7 +639,9 @@ async fn token(
     .into_response()
 }
 
-fn percent_decode(text: &str) -> String {
+/// Decodes one part of a form-encoded query (`+` as space, `%XX` escapes; a malformed
+/// escape is kept as text).
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
