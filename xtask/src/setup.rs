@@ -12,7 +12,7 @@
 //! * Debian packages: chromium, chromium-driver, libxml2-utils, postgresql,
 //!   python3-venv;
 //! * a Python venv at `.tools/exchangelib` with exchangelib, the third-party
-//!   EWS client `simulator/tests/ews_third_party.rs` drives the simulated
+//!   EWS client `simulator/tests/integration/ews_third_party.rs` drives the simulated
 //!   Exchange with.
 
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3-venv", "/usr/share/doc/python3-venv"),
 ];
 
-/// The exchangelib release `simulator/tests/ews_third_party.rs` is checked with.
+/// The exchangelib release `simulator/tests/integration/ews_third_party.rs` is checked with.
 const EXCHANGELIB_VERSION: &str = "5.6.0";
 
 /// The `.tools/` folder.

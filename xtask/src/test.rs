@@ -35,6 +35,12 @@ pub struct TestArgs {
 
 /// Runs every check.
 pub fn run(args: &TestArgs) -> Result<()> {
+    // A full run rebuilds little twice, and incremental caches of some 60 test and binary
+    // targets cost gigabytes of disk: off unless the caller asks for it.
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        std::env::set_var("CARGO_INCREMENTAL", "0");
+    }
+    report_free_disk();
     tidy::run()?;
     setup::run()?;
     pane::build()?;
@@ -83,6 +89,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         &mut totals,
     )?;
     drop(pg);
+    report_free_disk();
     let webdriver = root().join("addin/webdriver.json");
     cargo_test(
         &[
@@ -115,6 +122,37 @@ pub fn run(args: &TestArgs) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// Prints the space left where the build goes, so a CI log that ends in "No space left on
+/// device" says how much there was. Informational: a failure to ask is printed, not fatal.
+fn report_free_disk() {
+    let target = root().join("target");
+    let at = if target.exists() { target } else { root() };
+    match Command::new("df").args(["-Pk"]).arg(&at).output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            // POSIX format: the second line's fourth field is the available 1 KiB blocks.
+            let available = text
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|k| k.parse::<u64>().ok());
+            match available {
+                Some(kib) => eprintln!(
+                    "xtask: {:.1} GiB free at {}",
+                    kib as f64 / (1024.0 * 1024.0),
+                    at.display()
+                ),
+                None => eprintln!("xtask: cannot read `df -Pk` output: {text}"),
+            }
+        }
+        Ok(out) => eprintln!(
+            "xtask: `df -Pk` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("xtask: cannot run df: {e}"),
+    }
 }
 
 /// Passed, failed and ignored tests summed over every `test result:` line.

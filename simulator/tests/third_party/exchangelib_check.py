@@ -1,6 +1,6 @@
 """Drives the simulated Exchange with a real third-party EWS client, Python's exchangelib.
 
-Run by simulator/tests/ews_third_party.rs (see there); by hand:
+Run by simulator/tests/integration/ews_third_party.rs (see there); by hand:
     python exchangelib_check.py ORIGIN
 with the expectations in the environment:
     EXL_USER, EXL_PASSWORD      the service account (Basic auth)

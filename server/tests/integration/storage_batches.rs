@@ -21,7 +21,7 @@ use vmr_server::app::{serve, App};
 use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_store::{NewAlias, Storage, StorageError};
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

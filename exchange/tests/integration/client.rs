@@ -1,9 +1,9 @@
-//! The EWS transport against a fake Exchange over real HTTP (tests/common): throttling in both
+//! The EWS transport against a fake Exchange over real HTTP (`common/`): throttling in both
 //! shapes, 503, 401 and re-authentication, malformed replies, timeouts, the concurrency cap,
 //! the OAuth2 client-credentials flows (secret and certificate), redirects, and streaming and
 //! pull notifications. Timings are measured on the fake's side.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! GetStreamingEvents response holding several envelopes, a notification within 1 s of a
 //! meeting being sent, keep-alives, and `ConnectionStatus Closed` at the timeout.
 
-mod ews_support;
+use crate::ews_support;
 
 use std::time::{Duration, Instant};
 

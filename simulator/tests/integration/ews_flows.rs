@@ -4,7 +4,7 @@
 //! switches (`DeleteComments`, `DeleteSubject`, `AddOrganizerToSubject`), and the JSON control
 //! API.
 
-mod ews_support;
+use crate::ews_support;
 
 use axum::body::Body;
 use axum::http::Request;

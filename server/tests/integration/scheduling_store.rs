@@ -21,7 +21,7 @@ use vmr_store::{
     OperationRecord, Storage, WindowRecord,
 };
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

@@ -29,7 +29,7 @@ use vmr_server::alias_service::{allocate, AliasContext, AliasStats, AllocateErro
 use vmr_server::integration::Integration;
 use vmr_store::{NewAlias, Storage};
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

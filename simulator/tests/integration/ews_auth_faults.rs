@@ -1,7 +1,7 @@
 //! Authentication, impersonation, schema validation, injected faults and throttling budgets
 //! of the simulated EWS endpoint, as a real Exchange answers them (reference §1.9).
 
-mod ews_support;
+use crate::ews_support;
 
 use ews_support::*;
 use vmr_simulator::ews::{Fault, FaultRule};

@@ -2,7 +2,7 @@
 //! `ManualClock`: a series is accepted with windows up to the horizon, seeing it again changes
 //! nothing, and as the clock moves on its windows roll forward (no reply, same revision).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

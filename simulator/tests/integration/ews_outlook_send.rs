@@ -55,6 +55,6 @@ async fn send_from_the_compose_window_delivers_to_the_resource() {
         "tomorrow 10:00 UTC"
     );
     assert_eq!(alice[0].end - alice[0].start, 30 * 60_000);
-    let html = include_str!("../assets/compose.html");
+    let html = include_str!("../../assets/compose.html");
     assert!(html.contains("id=\"send\"") && html.contains("id=\"sent\""));
 }

@@ -2,7 +2,7 @@
 //! the documented shapes (reference §1), prefixes of several spellings and a default
 //! namespace; every successful answer is checked against the vendored schema.
 
-mod ews_support;
+use crate::ews_support;
 
 use base64::Engine as _;
 use ews_support::*;

@@ -23,7 +23,7 @@ use vmr_store::{
     Storage, WindowRecord,
 };
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 

@@ -12,7 +12,7 @@ use sqlx::AnyPool;
 use vmr_core::config::{AdminTokenConfig, Config, IntegrationConfig, Role};
 use vmr_server::app::{serve, App};
 
-mod common;
+use crate::common;
 use common::TestDb;
 
 /// A token listed in `admin.api_token_sha256` (audited as `token-<8 hex>`).

@@ -1,0 +1,18 @@
+//! The server crate's integration tests, one binary: each file below is a module as it was a
+//! test target before (one binary links the server once, not once per file).
+
+#[macro_use]
+mod common;
+
+mod admin_api;
+mod api;
+mod ews_schema;
+mod infinity_push;
+mod mailbox_worker;
+mod manifest;
+mod ntlm_connect;
+mod policy;
+mod scheduling_store;
+mod storage;
+mod storage_batches;
+mod tag_resolution;
