@@ -39,7 +39,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use vmr_store::admin_queries::Page;
+use vmr_store::StorageError;
+
 use crate::admin_api::{self, ListQuery};
+use crate::api_error::ApiFailure;
 use crate::app::ManagementState;
 use crate::http::ops::admin_label;
 
@@ -637,34 +641,69 @@ fn page_href(path: &str, params: &HashMap<String, String>, page_no: i64) -> Stri
     format!("{path}?{}", query.finish())
 }
 
-/// What a list page shows.
+/// The fixed parts of a list page.
 struct ListView {
     title: &'static str,
     path: &'static str,
-    caption: String,
+    caption: &'static str,
     filters: Vec<Value>,
     columns: Vec<&'static str>,
-    rows: Vec<Vec<Cell>>,
-    total: i64,
 }
 
-fn render_list(
+/// Why a list page has no rows to show.
+enum ListFailure {
+    /// The query's filters or paging are invalid (shown as the error page).
+    Query(ApiFailure),
+    Storage(StorageError),
+}
+
+impl From<ApiFailure> for ListFailure {
+    fn from(e: ApiFailure) -> Self {
+        ListFailure::Query(e)
+    }
+}
+
+impl From<StorageError> for ListFailure {
+    fn from(e: StorageError) -> Self {
+        ListFailure::Storage(e)
+    }
+}
+
+/// Every list page: the sign-in check, the query from `params` (`PAGE_ROWS` rows of page
+/// `page`), one page of items from `fetch` (which builds its filter from the query and asks
+/// storage), one table row per item from `row`, and the table with its paging.
+async fn list_page<T, Fut>(
+    state: &ManagementState,
     page: &AdminPage,
-    session: &Session,
+    headers: &HeaderMap,
     params: &HashMap<String, String>,
-    page_no: i64,
     view: ListView,
-) -> Response {
-    let pages = ((view.total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
+    fetch: impl FnOnce(ListQuery) -> Fut,
+    row: impl Fn(&T) -> Vec<Cell>,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Page<T>, ListFailure>>,
+{
+    let Some(session) = page.session(headers, now(state)) else {
+        return to_login();
+    };
+    let (q, page_no) = list_query(params);
+    let result = match fetch(q).await {
+        Ok(result) => result,
+        Err(ListFailure::Query(e)) => return bad_filter(page, &session, view.title, e),
+        Err(ListFailure::Storage(e)) => return storage_error(page, &session, e),
+    };
+    let rows: Vec<Vec<Cell>> = result.items.iter().map(row).collect();
+    let pages = ((result.total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
     let first = (page_no - 1) * PAGE_ROWS + 1;
-    let last = (first + view.rows.len() as i64 - 1).max(first);
+    let last = (first + rows.len() as i64 - 1).max(first);
     let prev = (page_no > 1).then(|| page_href(view.path, params, (page_no - 1).min(pages)));
     let next = (page_no < pages).then(|| page_href(view.path, params, page_no + 1));
     page.render(
         StatusCode::OK,
         "list.html",
         page_ctx(
-            session,
+            &session,
             view.title,
             view.path,
             json!({
@@ -672,8 +711,8 @@ fn render_list(
                 "caption": view.caption,
                 "filters": view.filters,
                 "columns": view.columns,
-                "rows": view.rows,
-                "total": view.total,
+                "rows": rows,
+                "total": result.total,
                 "first": first,
                 "last": last,
                 "page": page_no,
@@ -685,17 +724,48 @@ fn render_list(
     )
 }
 
-fn bad_filter(
-    page: &AdminPage,
-    session: &Session,
-    title: &str,
-    failure: crate::api_error::ApiFailure,
-) -> Response {
+fn bad_filter(page: &AdminPage, session: &Session, title: &str, failure: ApiFailure) -> Response {
     page.render(
         StatusCode::UNPROCESSABLE_ENTITY,
         "error.html",
         page_ctx(session, title, "", json!({"message": failure.message})),
     )
+}
+
+/// A filter field whose value is one of `options` (value, label).
+fn select_field(
+    name: &str,
+    label: &str,
+    params: &HashMap<String, String>,
+    options: &[(&str, &str)],
+) -> Value {
+    let mut f = field(name, label, params);
+    f["options"] = options
+        .iter()
+        .map(|(value, label)| json!({"value": value, "label": label}))
+        .collect();
+    f
+}
+
+/// A filter field with an input type (`date`, `email`) or a hint.
+fn typed_field(
+    name: &str,
+    label: &str,
+    params: &HashMap<String, String>,
+    key: &str,
+    value: &str,
+) -> Value {
+    let mut f = field(name, label, params);
+    f[key] = json!(value);
+    f
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "Yes"
+    } else {
+        "No"
+    }
 }
 
 async fn conferences(
@@ -704,30 +774,49 @@ async fn conferences(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let view = ListView {
+        title: "Scheduled conferences",
+        path: "/admin/conferences",
+        caption: "Scheduled conferences, one row per meeting or occurrence window, by start time",
+        filters: vec![
+            typed_field(
+                "q",
+                "Search",
+                &params,
+                "hint",
+                "Name, alias, subject or organizer",
+            ),
+            integration_field(&state, &params),
+            typed_field("organizer", "Organizer", &params, "type", "email"),
+            typed_field("from", "Ending after", &params, "type", "date"),
+            typed_field("to", "Starting before", &params, "type", "date"),
+        ],
+        columns: vec![
+            "Name",
+            "Aliases",
+            "Subject",
+            "Organizer",
+            "Start",
+            "End",
+            "Series",
+            "Integration",
+        ],
     };
-    let (q, page_no) = list_query(&params);
-    let title = "Scheduled conferences";
-    let (filter, paging) = match q
-        .conference_filter(&state.shared)
-        .and_then(|f| Ok((f, q.paging()?)))
-    {
-        Ok(v) => v,
-        Err(e) => return bad_filter(&page, &session, title, e),
-    };
-    let result = match state
-        .storage
-        .admin_scheduled_conferences(&filter, paging)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return storage_error(&page, &session, e),
-    };
-    let rows = result
-        .items
-        .iter()
-        .map(|r| {
+    let state = &state;
+    list_page(
+        state,
+        &page,
+        &headers,
+        &params,
+        view,
+        |q| async move {
+            let filter = q.conference_filter(&state.shared)?;
+            Ok(state
+                .storage
+                .admin_scheduled_conferences(&filter, q.paging()?)
+                .await?)
+        },
+        |r| {
             let mut aliases = vec![r.alias.clone(), r.numeric_alias.clone()];
             aliases.extend(r.extra_aliases.iter().cloned());
             vec![
@@ -740,51 +829,12 @@ async fn conferences(
                 cell(r.organizer.clone().unwrap_or_default()),
                 cell(admin_api::rfc3339(r.start_time)),
                 cell(admin_api::rfc3339(r.end_time)),
-                cell(if r.is_series { "Yes" } else { "No" }),
+                cell(yes_no(r.is_series)),
                 cell(r.integration.clone()),
             ]
-        })
-        .collect();
-    let mut search = field("q", "Search", &params);
-    search["hint"] = json!("Name, alias, subject or organizer");
-    let mut from = field("from", "Ending after", &params);
-    from["type"] = json!("date");
-    let mut to = field("to", "Starting before", &params);
-    to["type"] = json!("date");
-    let mut organizer = field("organizer", "Organizer", &params);
-    organizer["type"] = json!("email");
-    render_list(
-        &page,
-        &session,
-        &params,
-        page_no,
-        ListView {
-            title,
-            path: "/admin/conferences",
-            caption:
-                "Scheduled conferences, one row per meeting or occurrence window, by start time"
-                    .into(),
-            filters: vec![
-                search,
-                integration_field(&state, &params),
-                organizer,
-                from,
-                to,
-            ],
-            columns: vec![
-                "Name",
-                "Aliases",
-                "Subject",
-                "Organizer",
-                "Start",
-                "End",
-                "Series",
-                "Integration",
-            ],
-            rows,
-            total: result.total,
         },
     )
+    .await
 }
 
 async fn aliases(
@@ -793,26 +843,47 @@ async fn aliases(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let view = ListView {
+        title: "Aliases",
+        path: "/admin/aliases",
+        caption: "Aliases ever issued, newest first",
+        filters: vec![
+            field("q", "Search", &params),
+            integration_field(&state, &params),
+            select_field(
+                "state",
+                "State",
+                &params,
+                &[
+                    ("", "Any state"),
+                    ("allocated", "allocated"),
+                    ("bound", "bound"),
+                    ("deleted", "deleted"),
+                ],
+            ),
+        ],
+        columns: vec![
+            "Alias",
+            "Numeric alias",
+            "Uuid",
+            "State",
+            "Conference deleted",
+            "Meeting UID",
+            "Integration",
+        ],
     };
-    let (q, page_no) = list_query(&params);
-    let title = "Aliases";
-    let (filter, paging) = match q
-        .alias_filter(&state.shared)
-        .and_then(|f| Ok((f, q.paging()?)))
-    {
-        Ok(v) => v,
-        Err(e) => return bad_filter(&page, &session, title, e),
-    };
-    let result = match state.storage.admin_aliases(&filter, paging).await {
-        Ok(r) => r,
-        Err(e) => return storage_error(&page, &session, e),
-    };
-    let rows = result
-        .items
-        .iter()
-        .map(|a| {
+    let state = &state;
+    list_page(
+        state,
+        &page,
+        &headers,
+        &params,
+        view,
+        |q| async move {
+            let filter = q.alias_filter(&state.shared)?;
+            Ok(state.storage.admin_aliases(&filter, q.paging()?).await?)
+        },
+        |a| {
             vec![
                 cell(a.alias.clone()),
                 cell(a.numeric_alias.clone()),
@@ -826,43 +897,9 @@ async fn aliases(
                 cell(a.meeting_uid.clone().unwrap_or_default()),
                 cell(a.integration.clone()),
             ]
-        })
-        .collect();
-    let state_field = json!({
-        "name": "state", "label": "State",
-        "value": params.get("state").cloned().unwrap_or_default(),
-        "options": [
-            {"value": "", "label": "Any state"}, {"value": "allocated", "label": "allocated"},
-            {"value": "bound", "label": "bound"}, {"value": "deleted", "label": "deleted"},
-        ],
-    });
-    render_list(
-        &page,
-        &session,
-        &params,
-        page_no,
-        ListView {
-            title,
-            path: "/admin/aliases",
-            caption: "Aliases ever issued, newest first".into(),
-            filters: vec![
-                field("q", "Search", &params),
-                integration_field(&state, &params),
-                state_field,
-            ],
-            columns: vec![
-                "Alias",
-                "Numeric alias",
-                "Uuid",
-                "State",
-                "Conference deleted",
-                "Meeting UID",
-                "Integration",
-            ],
-            rows,
-            total: result.total,
         },
     )
+    .await
 }
 
 async fn recurring(
@@ -871,30 +908,39 @@ async fn recurring(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let view = ListView {
+        title: "Recurring conferences",
+        path: "/admin/recurring",
+        caption: "Series, by subject",
+        filters: vec![
+            field("q", "Search", &params),
+            integration_field(&state, &params),
+        ],
+        columns: vec![
+            "Name",
+            "Alias",
+            "Subject",
+            "Organizer",
+            "Current occurrence",
+            "Depleted",
+            "Integration",
+        ],
     };
-    let (q, page_no) = list_query(&params);
-    let title = "Recurring conferences";
-    let (filter, paging) = match q
-        .simple_filter(&state.shared)
-        .and_then(|f| Ok((f, q.paging()?)))
-    {
-        Ok(v) => v,
-        Err(e) => return bad_filter(&page, &session, title, e),
-    };
-    let result = match state
-        .storage
-        .admin_recurring_conferences(&filter, paging)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return storage_error(&page, &session, e),
-    };
-    let rows = result
-        .items
-        .iter()
-        .map(|r| {
+    let state = &state;
+    list_page(
+        state,
+        &page,
+        &headers,
+        &params,
+        view,
+        |q| async move {
+            let filter = q.simple_filter(&state.shared)?;
+            Ok(state
+                .storage
+                .admin_recurring_conferences(&filter, q.paging()?)
+                .await?)
+        },
+        |r| {
             vec![
                 link(
                     r.name.clone(),
@@ -904,37 +950,12 @@ async fn recurring(
                 cell(r.subject.clone()),
                 cell(r.organizer.clone().unwrap_or_default()),
                 cell(r.current_index.to_string()),
-                cell(if r.is_depleted { "Yes" } else { "No" }),
+                cell(yes_no(r.is_depleted)),
                 cell(r.integration.clone()),
             ]
-        })
-        .collect();
-    render_list(
-        &page,
-        &session,
-        &params,
-        page_no,
-        ListView {
-            title,
-            path: "/admin/recurring",
-            caption: "Series, by subject".into(),
-            filters: vec![
-                field("q", "Search", &params),
-                integration_field(&state, &params),
-            ],
-            columns: vec![
-                "Name",
-                "Alias",
-                "Subject",
-                "Organizer",
-                "Current occurrence",
-                "Depleted",
-                "Integration",
-            ],
-            rows,
-            total: result.total,
         },
     )
+    .await
 }
 
 async fn operations(
@@ -943,60 +964,59 @@ async fn operations(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let view = ListView {
+        title: "Operations",
+        path: "/admin/operations",
+        caption: "The scheduling service's processing log, newest first (the transaction uuid \
+                  is the correlation id quoted in declines)",
+        filters: vec![
+            field("q", "Search", &params),
+            integration_field(&state, &params),
+            select_field(
+                "success",
+                "Outcome",
+                &params,
+                &[
+                    ("", "Any outcome"),
+                    ("true", "Succeeded"),
+                    ("false", "Failed"),
+                ],
+            ),
+        ],
+        columns: vec![
+            "Transaction uuid",
+            "Time",
+            "Success",
+            "Error code",
+            "Error description",
+            "Resource id",
+            "Integration",
+        ],
     };
-    let (q, page_no) = list_query(&params);
-    let title = "Operations";
-    let (filter, paging) = match q
-        .operation_filter(&state.shared)
-        .and_then(|f| Ok((f, q.paging()?)))
-    {
-        Ok(v) => v,
-        Err(e) => return bad_filter(&page, &session, title, e),
-    };
-    let result = match state.storage.admin_operations(&filter, paging).await {
-        Ok(r) => r,
-        Err(e) => return storage_error(&page, &session, e),
-    };
-    let rows = result
-        .items
-        .iter()
-        .map(|o| {
+    let state = &state;
+    list_page(
+        state,
+        &page,
+        &headers,
+        &params,
+        view,
+        |q| async move {
+            let filter = q.operation_filter(&state.shared)?;
+            Ok(state.storage.admin_operations(&filter, q.paging()?).await?)
+        },
+        |o| {
             vec![
                 cell(o.transaction_uuid.clone()),
                 cell(admin_api::rfc3339(o.creation_time)),
-                cell(if o.success { "Yes" } else { "No" }),
+                cell(yes_no(o.success)),
                 cell(o.error_code.clone()),
                 cell(o.error_description.clone()),
                 cell(o.resource_id.clone()),
                 cell(o.integration.clone()),
             ]
-        })
-        .collect();
-    let success = json!({
-        "name": "success", "label": "Outcome",
-        "value": params.get("success").cloned().unwrap_or_default(),
-        "options": [
-            {"value": "", "label": "Any outcome"}, {"value": "true", "label": "Succeeded"},
-            {"value": "false", "label": "Failed"},
-        ],
-    });
-    render_list(
-        &page,
-        &session,
-        &params,
-        page_no,
-        ListView {
-            title,
-            path: "/admin/operations",
-            caption: "The scheduling service's processing log, newest first (the transaction uuid is the correlation id quoted in declines)".into(),
-            filters: vec![field("q", "Search", &params), integration_field(&state, &params), success],
-            columns: vec!["Transaction uuid", "Time", "Success", "Error code", "Error description", "Resource id", "Integration"],
-            rows,
-            total: result.total,
         },
     )
+    .await
 }
 
 async fn audit(
@@ -1005,26 +1025,35 @@ async fn audit(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let view = ListView {
+        title: "Audit log",
+        path: "/admin/audit",
+        caption:
+            "Every change, newest first: admins by token name, the service as schedulingservice",
+        filters: vec![
+            typed_field(
+                "q",
+                "Search",
+                &params,
+                "hint",
+                "User (e.g. schedulingservice), action, object or detail",
+            ),
+            integration_field(&state, &params),
+        ],
+        columns: vec!["Time", "User", "Action", "Object", "Detail"],
     };
-    let (q, page_no) = list_query(&params);
-    let title = "Audit log";
-    let (filter, paging) = match q
-        .simple_filter(&state.shared)
-        .and_then(|f| Ok((f, q.paging()?)))
-    {
-        Ok(v) => v,
-        Err(e) => return bad_filter(&page, &session, title, e),
-    };
-    let result = match state.storage.admin_audit(&filter, paging).await {
-        Ok(r) => r,
-        Err(e) => return storage_error(&page, &session, e),
-    };
-    let rows = result
-        .items
-        .iter()
-        .map(|a| {
+    let state = &state;
+    list_page(
+        state,
+        &page,
+        &headers,
+        &params,
+        view,
+        |q| async move {
+            let filter = q.simple_filter(&state.shared)?;
+            Ok(state.storage.admin_audit(&filter, q.paging()?).await?)
+        },
+        |a| {
             vec![
                 cell(admin_api::rfc3339(a.at)),
                 cell(a.actor.clone()),
@@ -1032,27 +1061,9 @@ async fn audit(
                 cell(format!("{} {}", a.object_type, a.object_id)),
                 cell(a.detail.clone()),
             ]
-        })
-        .collect();
-    let mut search = field("q", "Search", &params);
-    search["hint"] = json!("User (e.g. schedulingservice), action, object or detail");
-    render_list(
-        &page,
-        &session,
-        &params,
-        page_no,
-        ListView {
-            title,
-            path: "/admin/audit",
-            caption:
-                "Every change, newest first: admins by token name, the service as schedulingservice"
-                    .into(),
-            filters: vec![search, integration_field(&state, &params)],
-            columns: vec!["Time", "User", "Action", "Object", "Detail"],
-            rows,
-            total: result.total,
         },
     )
+    .await
 }
 
 /// The detail page of conference `id`, with an optional notice or form error.

@@ -22,8 +22,13 @@
 //! * anything else (no tag, an alias deleted or bound to another meeting) → reported.
 //!
 //! `--dry-run` reads and sorts but writes and sends nothing. Progress is an `indicatif` bar
-//! on a terminal, and a line per tenth of the items otherwise (logs). Run it while the
-//! management instances are stopped: it writes what the worker writes.
+//! on a terminal, and a line per tenth of the items otherwise (logs).
+//!
+//! A real run writes what the mailbox worker writes, so it holds each integration's mailbox
+//! lease while it works on it ([`vmr_store::CommandLease`]): on PostgreSQL no management
+//! instance takes that mailbox meanwhile (they stand by and take it back afterwards); on
+//! SQLite, or while an instance leads the mailbox, recover refuses to start and names the
+//! instance to stop.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -35,9 +40,11 @@ use vmr_core::meeting::{ItemType, MeetingItem, MessageKind, MyResponse};
 use vmr_core::scheduling::Schedule;
 use vmr_exchange::mailbox::{Folder, Mailbox};
 use vmr_protocol::tag::{find_tag, MeetingTag};
+use vmr_store::{CommandLease, CommandLeaseError};
 
 use crate::alias_service::{self, Requested};
 use crate::app::ManagementState;
+use crate::mailbox_worker::leadership::this_instance;
 use crate::mailbox_worker::organizer_copy::{self, Refusal};
 use crate::mailbox_worker::processor::{self, Processed};
 use crate::mailbox_worker::{read_folder, workers, Pages, WorkerContext};
@@ -128,6 +135,11 @@ pub async fn run(state: &ManagementState, options: &RecoverOptions) -> anyhow::R
         if options.integration.as_ref().is_some_and(|only| *only != id) {
             continue;
         }
+        let lease = if options.dry_run {
+            None
+        } else {
+            Some(take_lease(&ctx).await?)
+        };
         let items = read_folder(mailbox.as_ref(), Folder::Calendar, Pages::All).await?;
         summary.read += items.len();
         let meetings: Vec<MeetingItem> = items
@@ -148,8 +160,31 @@ pub async fn run(state: &ManagementState, options: &RecoverOptions) -> anyhow::R
             report_progress(&progress, n + 1, meetings.len(), &id);
         }
         progress.finish_and_clear();
+        if let Some(lease) = lease {
+            lease.release().await?;
+        }
     }
     Ok(summary)
+}
+
+/// The integration's mailbox lease for this run, or an error that names who works on the
+/// mailbox and what to do.
+async fn take_lease(ctx: &WorkerContext) -> anyhow::Result<CommandLease> {
+    let id = &ctx.integration.config.id;
+    let me = this_instance(&ctx.clock);
+    match ctx
+        .storage
+        .take_command_lease(id, &me.host, me.pid, ctx.clock.now_unix_ms())
+        .await
+    {
+        Ok(lease) => Ok(lease),
+        Err(CommandLeaseError::Busy(who)) => Err(anyhow::anyhow!(
+            "integration {id}: {who}; recover writes what the mailbox worker writes, so it \
+             does not run beside it: stop the management instances that lead this mailbox \
+             (or run recover --dry-run, which writes nothing), then run recover again"
+        )),
+        Err(CommandLeaseError::Storage(e)) => Err(e.into()),
+    }
 }
 
 /// A bar on a terminal; hidden otherwise (then [`report_progress`] prints lines).

@@ -380,39 +380,67 @@ fn get_bool(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
+/// The parts of a list query [`Storage::page`] puts together.
+struct ListSql<'a> {
+    /// The selected columns.
+    columns: &'a str,
+    /// `" FROM …"` with its joins (the filter's `WHERE` follows).
+    from: &'a str,
+    /// The order, ending in a unique column so that pages never overlap.
+    order_by: &'a str,
+}
+
 const SCHEDULED_FROM: &str = " FROM scheduled_conference sc \
      JOIN conference c ON c.id = sc.conference_id \
      LEFT JOIN meeting m ON m.integration = sc.integration AND m.uid = sc.meeting_uid";
 
 impl Storage {
-    async fn count(
+    /// One page of a filtered list, and how many rows the filter keeps in all: `SELECT
+    /// {columns}{from}{WHERE …} ORDER BY {order_by} LIMIT … OFFSET …`, each row read by
+    /// `read`.
+    async fn page<T>(
         &self,
-        sql: String,
-        c: &Conditions,
-        doing: &'static str,
-    ) -> Result<i64, StorageError> {
-        let row = c
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err(doing))?;
-        row.try_get::<i64, _>("n").map_err(query_err(doing))
-    }
-
-    async fn page_rows(
-        &self,
-        sql: String,
+        sql: ListSql<'_>,
         c: &Conditions,
         paging: Paging,
         doing: &'static str,
-    ) -> Result<Vec<AnyRow>, StorageError> {
+        read: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Page<T>, StorageError> {
+        let ListSql {
+            columns,
+            from,
+            order_by,
+        } = sql;
+        let count = format!("SELECT COUNT(*) AS n{from}{}", c.sql());
+        let total = c
+            .bind(sqlx::query(sqlx::AssertSqlSafe(count)))
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>("n"))
+            .map_err(query_err(doing))?;
         let (limit, offset) = paging.clamped();
-        c.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        let select = format!(
+            "SELECT {columns}{from}{} ORDER BY {order_by}{}",
+            c.sql(),
+            c.limit_offset()
+        );
+        let items = c
+            .bind(sqlx::query(sqlx::AssertSqlSafe(select)))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
             .await
-            .map_err(query_err(doing))
+            .map_err(query_err(doing))?
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query_err(doing))?;
+        Ok(Page {
+            items,
+            total,
+            limit,
+            offset,
+        })
     }
 
     /// Scheduled conferences (one row per window) by start time, filtered.
@@ -437,65 +465,54 @@ impl Storage {
              conference_extra_alias x WHERE x.conference_id = c.id AND x.alias LIKE {} ESCAPE '\\'))",
             filter.search.as_deref(),
         );
-        let total = self
-            .count(
-                format!("SELECT COUNT(*) AS n{SCHEDULED_FROM}{}", c.sql()),
+        let mut page = self
+            .page(
+                ListSql {
+                    columns: "sc.id, sc.integration, sc.conference_id, sc.meeting_uid, \
+                              sc.start_time, sc.end_time, sc.subject, sc.occurrence_index, \
+                              c.name, c.alias, c.numeric_alias, c.deletion_time, \
+                              m.organizer_email, CAST(CASE WHEN sc.recurring_conference_id \
+                              IS NOT NULL OR m.is_series = 1 THEN 1 ELSE 0 END AS BIGINT) \
+                              AS is_series",
+                    from: SCHEDULED_FROM,
+                    order_by: "sc.start_time, sc.id",
+                },
                 &c,
+                paging,
                 DOING,
+                |r| {
+                    Ok(ScheduledConferenceRow {
+                        id: r.try_get("id")?,
+                        integration: r.try_get("integration")?,
+                        conference_id: r.try_get("conference_id")?,
+                        name: r.try_get("name")?,
+                        alias: r.try_get("alias")?,
+                        numeric_alias: r.try_get("numeric_alias")?,
+                        extra_aliases: Vec::new(),
+                        subject: r.try_get("subject")?,
+                        organizer: r.try_get("organizer_email")?,
+                        start_time: r.try_get("start_time")?,
+                        end_time: r.try_get("end_time")?,
+                        is_series: get_bool(r, "is_series")?,
+                        occurrence_index: r.try_get("occurrence_index")?,
+                        meeting_uid: r.try_get("meeting_uid")?,
+                        deletion_time: r.try_get("deletion_time")?,
+                    })
+                },
             )
             .await?;
-        let sql = format!(
-            "SELECT sc.id, sc.integration, sc.conference_id, sc.meeting_uid, sc.start_time, \
-             sc.end_time, sc.subject, sc.occurrence_index, c.name, c.alias, c.numeric_alias, \
-             c.deletion_time, m.organizer_email, \
-             CAST(CASE WHEN sc.recurring_conference_id IS NOT NULL OR m.is_series = 1 \
-             THEN 1 ELSE 0 END AS BIGINT) AS is_series\
-             {SCHEDULED_FROM}{} ORDER BY sc.start_time, sc.id{}",
-            c.sql(),
-            c.limit_offset()
-        );
-        let rows = self.page_rows(sql, &c, paging, DOING).await?;
-        let mut items = rows
-            .iter()
-            .map(|r| -> Result<ScheduledConferenceRow, sqlx::Error> {
-                Ok(ScheduledConferenceRow {
-                    id: r.try_get("id")?,
-                    integration: r.try_get("integration")?,
-                    conference_id: r.try_get("conference_id")?,
-                    name: r.try_get("name")?,
-                    alias: r.try_get("alias")?,
-                    numeric_alias: r.try_get("numeric_alias")?,
-                    extra_aliases: Vec::new(),
-                    subject: r.try_get("subject")?,
-                    organizer: r.try_get("organizer_email")?,
-                    start_time: r.try_get("start_time")?,
-                    end_time: r.try_get("end_time")?,
-                    is_series: get_bool(r, "is_series")?,
-                    occurrence_index: r.try_get("occurrence_index")?,
-                    meeting_uid: r.try_get("meeting_uid")?,
-                    deletion_time: r.try_get("deletion_time")?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err(DOING))?;
-        let mut ids: Vec<String> = items.iter().map(|i| i.conference_id.clone()).collect();
+        let mut ids: Vec<String> = page.items.iter().map(|i| i.conference_id.clone()).collect();
         ids.sort();
         ids.dedup();
         let extras = self.extra_aliases_of(&ids).await?;
-        for item in &mut items {
+        for item in &mut page.items {
             item.extra_aliases = extras
                 .iter()
                 .filter(|x| x.conference_id == item.conference_id)
                 .map(|x| x.alias.clone())
                 .collect();
         }
-        let (limit, offset) = paging.clamped();
-        Ok(Page {
-            items,
-            total,
-            limit,
-            offset,
-        })
+        Ok(page)
     }
 
     /// The extra aliases admins added to these conferences, by alias (shown on the admin
@@ -632,25 +649,17 @@ impl Storage {
              OR LOWER(organizer_email) LIKE {} ESCAPE '\\')",
             filter.search.as_deref(),
         );
-        let total = self
-            .count(
-                format!("SELECT COUNT(*) AS n FROM scheduled_alias{}", c.sql()),
-                &c,
-                DOING,
-            )
-            .await?;
-        let sql = format!(
-            "SELECT id, integration, alias, numeric_alias, state, created_at, \
-             conference_deletion_time, meeting_uid, organizer_email FROM scheduled_alias{} \
-             ORDER BY created_at DESC, id{}",
-            c.sql(),
-            c.limit_offset()
-        );
-        let items = self
-            .page_rows(sql, &c, paging, DOING)
-            .await?
-            .iter()
-            .map(|r| -> Result<AliasRow, sqlx::Error> {
+        self.page(
+            ListSql {
+                columns: "id, integration, alias, numeric_alias, state, created_at, \
+                          conference_deletion_time, meeting_uid, organizer_email",
+                from: " FROM scheduled_alias",
+                order_by: "created_at DESC, id",
+            },
+            &c,
+            paging,
+            DOING,
+            |r| {
                 Ok(AliasRow {
                     uuid: r.try_get("id")?,
                     integration: r.try_get("integration")?,
@@ -662,16 +671,9 @@ impl Storage {
                     meeting_uid: r.try_get("meeting_uid")?,
                     organizer: r.try_get("organizer_email")?,
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err(DOING))?;
-        let (limit, offset) = paging.clamped();
-        Ok(Page {
-            items,
-            total,
-            limit,
-            offset,
-        })
+            },
+        )
+        .await
     }
 
     /// Series with their VMR, by subject, filtered.
@@ -691,21 +693,17 @@ impl Storage {
              OR LOWER(m.organizer_email) LIKE {} ESCAPE '\\' OR LOWER(r.meeting_uid) LIKE {} ESCAPE '\\')",
             filter.search.as_deref(),
         );
-        let total = self
-            .count(format!("SELECT COUNT(*) AS n{from}{}", c.sql()), &c, DOING)
-            .await?;
-        let sql = format!(
-            "SELECT r.id, r.integration, r.conference_id, r.meeting_uid, r.current_index, \
-             r.is_depleted, r.subject, c.name, c.alias, m.organizer_email{from}{} \
-             ORDER BY r.subject, r.id{}",
-            c.sql(),
-            c.limit_offset()
-        );
-        let items = self
-            .page_rows(sql, &c, paging, DOING)
-            .await?
-            .iter()
-            .map(|r| -> Result<RecurringRow, sqlx::Error> {
+        self.page(
+            ListSql {
+                columns: "r.id, r.integration, r.conference_id, r.meeting_uid, r.current_index, \
+                          r.is_depleted, r.subject, c.name, c.alias, m.organizer_email",
+                from,
+                order_by: "r.subject, r.id",
+            },
+            &c,
+            paging,
+            DOING,
+            |r| {
                 Ok(RecurringRow {
                     id: r.try_get("id")?,
                     integration: r.try_get("integration")?,
@@ -718,16 +716,9 @@ impl Storage {
                     current_index: r.try_get("current_index")?,
                     is_depleted: get_bool(r, "is_depleted")?,
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err(DOING))?;
-        let (limit, offset) = paging.clamped();
-        Ok(Page {
-            items,
-            total,
-            limit,
-            offset,
-        })
+            },
+        )
+        .await
     }
 
     /// The processing log, newest first, filtered.
@@ -747,25 +738,17 @@ impl Storage {
              OR LOWER(error_description) LIKE {} ESCAPE '\\' OR LOWER(resource_id) LIKE {} ESCAPE '\\')",
             filter.search.as_deref(),
         );
-        let total = self
-            .count(
-                format!("SELECT COUNT(*) AS n FROM scheduling_operation{}", c.sql()),
-                &c,
-                DOING,
-            )
-            .await?;
-        let sql = format!(
-            "SELECT transaction_uuid, integration, creation_time, success, error_code, \
-             error_description, resource_id, item_id FROM scheduling_operation{} \
-             ORDER BY creation_time DESC, transaction_uuid{}",
-            c.sql(),
-            c.limit_offset()
-        );
-        let items = self
-            .page_rows(sql, &c, paging, DOING)
-            .await?
-            .iter()
-            .map(|r| -> Result<OperationRow, sqlx::Error> {
+        self.page(
+            ListSql {
+                columns: "transaction_uuid, integration, creation_time, success, error_code, \
+                          error_description, resource_id, item_id",
+                from: " FROM scheduling_operation",
+                order_by: "creation_time DESC, transaction_uuid",
+            },
+            &c,
+            paging,
+            DOING,
+            |r| {
                 Ok(OperationRow {
                     transaction_uuid: r.try_get("transaction_uuid")?,
                     integration: r.try_get("integration")?,
@@ -776,16 +759,9 @@ impl Storage {
                     resource_id: r.try_get("resource_id")?,
                     item_id: r.try_get("item_id")?,
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err(DOING))?;
-        let (limit, offset) = paging.clamped();
-        Ok(Page {
-            items,
-            total,
-            limit,
-            offset,
-        })
+            },
+        )
+        .await
     }
 
     /// What the database says about the integration's health.
@@ -925,24 +901,16 @@ impl Storage {
              OR LOWER(object_id) LIKE {} ESCAPE '\\' OR LOWER(detail) LIKE {} ESCAPE '\\')",
             filter.search.as_deref(),
         );
-        let total = self
-            .count(
-                format!("SELECT COUNT(*) AS n FROM ({union}) a{}", c.sql()),
-                &c,
-                DOING,
-            )
-            .await?;
-        let sql = format!(
-            "SELECT id, at, actor, action, object_type, object_id, detail FROM ({union}) a{} \
-             ORDER BY at DESC, id{}",
-            c.sql(),
-            c.limit_offset()
-        );
-        let items = self
-            .page_rows(sql, &c, paging, DOING)
-            .await?
-            .iter()
-            .map(|r| -> Result<AuditRow, sqlx::Error> {
+        self.page(
+            ListSql {
+                columns: "id, at, actor, action, object_type, object_id, detail",
+                from: &format!(" FROM ({union}) a"),
+                order_by: "at DESC, id",
+            },
+            &c,
+            paging,
+            DOING,
+            |r| {
                 Ok(AuditRow {
                     id: r.try_get("id")?,
                     at: r.try_get("at")?,
@@ -952,16 +920,9 @@ impl Storage {
                     object_id: r.try_get("object_id")?,
                     detail: r.try_get("detail")?,
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err(DOING))?;
-        let (limit, offset) = paging.clamped();
-        Ok(Page {
-            items,
-            total,
-            limit,
-            offset,
-        })
+            },
+        )
+        .await
     }
 
     /// Adds an extra alias to a VMR, audited under `actor`, in one transaction.

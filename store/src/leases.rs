@@ -26,6 +26,10 @@
 //! [`Share::blocked_by`] and grants nothing, so the later process stays standby (and the
 //! caller warns). A registered process on this host whose pid is gone counts as dead at
 //! once, so a restart after a crash takes over without waiting for its heartbeat to age.
+//!
+//! A one-off command that writes what the worker writes (`vmr-scheduler recover`) takes a
+//! [`CommandLease`] instead: the same advisory lock on PostgreSQL, or, on SQLite, the
+//! assurance that no management instance runs on the database.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -369,14 +373,7 @@ impl Leases {
 
     /// SQLite: whether a registered process other than this one may still run.
     fn other_process_runs(&self, other: &InstanceRecord) -> bool {
-        if other.host != self.me.host {
-            return true; // only its heartbeat can tell
-        }
-        if other.pid == i64::from(self.me.pid) {
-            return false; // an earlier life of this pid (e.g. pid 1 in a container)
-        }
-        let proc = std::path::Path::new("/proc");
-        !proc.join("self").exists() || proc.join(other.pid.to_string()).exists()
+        process_may_run(other, &self.me.host, self.me.pid)
     }
 
     /// How many of `integrations` this instance should lead now (see [`Share`]).
@@ -430,7 +427,137 @@ impl Leases {
     }
 }
 
+/// SQLite: whether the registered process `other` may still run, asked by process `pid` on
+/// `host`. Another host's process: only its heartbeat can tell (yes). This host's: its pid
+/// must exist; one's own pid is an earlier life of it (pid 1 in a restarted container).
+fn process_may_run(other: &InstanceRecord, host: &str, pid: u32) -> bool {
+    if other.host != host {
+        return true;
+    }
+    if other.pid == i64::from(pid) {
+        return false;
+    }
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(other.pid.to_string()).exists()
+}
+
+/// A mailbox lease held by a one-off command (`vmr-scheduler recover`) while it writes what
+/// the mailbox worker writes, so that no management instance works on the same mailbox
+/// meanwhile.
+///
+/// On PostgreSQL it is the integration's advisory lock ([`integration_lease_key`]) on a
+/// connection of its own: a management instance's [`Leases::try_acquire`] finds it held and
+/// stands by until [`CommandLease::release`] (or the command's exit) frees it. On SQLite,
+/// where one management instance leads every mailbox, it is granted only while no management
+/// instance runs on the database; an instance started while the command runs is not held
+/// back, so the command must be quick or the service stopped (the recover docs say so).
+pub struct CommandLease {
+    /// PostgreSQL: the connection holding the advisory lock.
+    conn: Option<AnyConnection>,
+    key: i64,
+}
+
+/// Why a command could not take a mailbox lease.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandLeaseError {
+    /// Someone works on the mailbox now; the text says who.
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl CommandLease {
+    /// Gives the lease back.
+    pub async fn release(self) -> Result<(), StorageError> {
+        if let Some(mut conn) = self.conn {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.key)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(query_err("releasing a command's mailbox lease"))?;
+            let _ = conn.close().await;
+        }
+        Ok(())
+    }
+}
+
 impl Storage {
+    /// Takes `integration`'s mailbox lease for a one-off command run by process `pid` on
+    /// `host` (see [`CommandLease`]); [`CommandLeaseError::Busy`] names the management
+    /// instance that works on the mailbox instead.
+    pub async fn take_command_lease(
+        &self,
+        integration: &str,
+        host: &str,
+        pid: u32,
+        now: i64,
+    ) -> Result<CommandLease, CommandLeaseError> {
+        const DOING: &str = "taking a command's mailbox lease";
+        let key = integration_lease_key(integration);
+        let describe = |i: &InstanceRecord| {
+            format!(
+                "management instance {} on {} (pid {}, last heartbeat {} s ago)",
+                i.instance_id,
+                i.host,
+                i.pid,
+                (now - i.heartbeat_at).max(0) / 1000
+            )
+        };
+        if self.sqlite {
+            let running: Vec<InstanceRecord> = self
+                .management_instances()
+                .await?
+                .into_iter()
+                .filter(|i| i.heartbeat_at >= now - INSTANCE_STALE_AFTER_MS)
+                .filter(|i| process_may_run(i, host, pid))
+                .collect();
+            return match running.first() {
+                Some(first) => Err(CommandLeaseError::Busy(format!(
+                    "{} runs on this database and leads every mailbox",
+                    describe(first)
+                ))),
+                None => Ok(CommandLease { conn: None, key }),
+            };
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err(DOING))?
+            .detach();
+        let locked: bool = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .and_then(|row| row.try_get("locked"))
+            .map_err(query_err(DOING))?;
+        if locked {
+            return Ok(CommandLease {
+                conn: Some(conn),
+                key,
+            });
+        }
+        let _ = conn.close().await;
+        let leader = self
+            .mailbox_leaders()
+            .await?
+            .into_iter()
+            .find(|l| l.integration == integration);
+        let instances = self.management_instances().await?;
+        let holder = leader.and_then(|l| instances.iter().find(|i| i.instance_id == l.instance_id));
+        Err(CommandLeaseError::Busy(match holder {
+            Some(i) => format!(
+                "the mailbox of integration {integration} is led by {}",
+                describe(i)
+            ),
+            None => format!(
+                "another session holds the mailbox lease of integration {integration} \
+                 (another recover, or an instance that has not recorded itself yet)"
+            ),
+        }))
+    }
+
     /// Every registered management instance.
     pub async fn management_instances(&self) -> Result<Vec<InstanceRecord>, StorageError> {
         const DOING: &str = "reading the management instances";
@@ -801,6 +928,101 @@ mod tests {
             .await
             .expect("leaders")
             .is_empty());
+        drop_database(&server, &name).await;
+    }
+
+    fn busy_text(result: Result<CommandLease, CommandLeaseError>) -> String {
+        match result {
+            Err(CommandLeaseError::Busy(text)) => text,
+            Err(e) => panic!("a storage error instead of Busy: {e}"),
+            Ok(_) => panic!("the command lease was granted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_a_command_lease_is_refused_while_a_management_instance_runs() {
+        sqlx::any::install_default_drivers();
+        let path = std::env::temp_dir().join(format!("vmr-cmdlease-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", path.display());
+        let storage = Storage::open(&url, 2).await.expect("open sqlite");
+        let me = std::process::id();
+        // No instance: granted.
+        let lease = storage
+            .take_command_lease("x", "host-a", me, T0)
+            .await
+            .expect("granted on an idle database");
+        lease.release().await.expect("release");
+        // A running instance (pid 1 surely runs on this host): refused, and named.
+        let running = Leases::register(&storage, identity("running", 1, T0), T0)
+            .await
+            .expect("register");
+        let text = busy_text(
+            storage
+                .take_command_lease("x", "host-a", me, T0 + 1000)
+                .await,
+        );
+        assert!(
+            text.contains("management instance running on host-a (pid 1, last heartbeat 1 s ago)"),
+            "{text}"
+        );
+        // Its heartbeat aged (it was killed elsewhere): granted.
+        let later = T0 + INSTANCE_STALE_AFTER_MS + 1;
+        assert!(storage
+            .take_command_lease("x", "host-a", me, later)
+            .await
+            .is_ok());
+        // Stopped gracefully: its row is gone, granted.
+        running.close().await.expect("close");
+        assert!(storage
+            .take_command_lease("x", "host-a", me, T0 + 1000)
+            .await
+            .is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by cargo xtask test"]
+    async fn on_postgresql_a_command_lease_and_an_instance_exclude_each_other() {
+        let (url, server, name) = fresh_postgres().await;
+        let storage = Storage::open(&url, 2).await.expect("open");
+        let a = Leases::register(&storage, identity("a", 11, T0), T0)
+            .await
+            .expect("register a");
+        assert!(a.try_acquire("x", T0).await.expect("a takes x"));
+        // x is a's: the command is refused and told who leads it; y is free.
+        let text = busy_text(
+            storage
+                .take_command_lease("x", "host-b", 99, T0 + 2000)
+                .await,
+        );
+        assert!(
+            text.contains("the mailbox of integration x is led by management instance a on host-a (pid 11, last heartbeat 2 s ago)"),
+            "{text}"
+        );
+        let y = storage
+            .take_command_lease("y", "host-b", 99, T0)
+            .await
+            .expect("y is free");
+        // While the command holds y, the instance cannot take it; then it can.
+        assert!(!a.try_acquire("y", T0).await.expect("a tries y"));
+        let text = busy_text(storage.take_command_lease("y", "host-b", 99, T0).await);
+        assert!(text.contains("another session holds"), "{text}");
+        y.release().await.expect("release y");
+        assert!(a.try_acquire("y", T0).await.expect("a takes y"));
+        // The instance gives x back: the command gets it.
+        a.release("x").await.expect("release x");
+        let x = storage
+            .take_command_lease("x", "host-b", 99, T0)
+            .await
+            .expect("x is free now");
+        // A command that exits without releasing (its connection drops) frees the lease.
+        drop(x);
+        within_10s(
+            "a takes x after the command's connection closed",
+            || async { a.try_acquire("x", T0).await.expect("a tries x") },
+        )
+        .await;
+        a.close().await.expect("close a");
         drop_database(&server, &name).await;
     }
 }

@@ -40,7 +40,10 @@ use tokio::sync::mpsc;
 
 use aliases::{alias_writer, InsertJob, MAX_BATCH};
 pub use aliases::{NewAlias, StoredAlias};
-pub use leases::{Heartbeat, InstanceIdentity, InstanceRecord, LeaderRecord, Leases, Share};
+pub use leases::{
+    CommandLease, CommandLeaseError, Heartbeat, InstanceIdentity, InstanceRecord, LeaderRecord,
+    Leases, Share,
+};
 pub use scheduling::{
     AliasBinding, Commit, CommitOutcome, ConferenceRecord, MeetingRecord, NewConference, NewReply,
     OperationRecord, ReplyRecord, StoredOperation, WindowRecord,

@@ -385,7 +385,7 @@ impl ServerProcess {
         }
     }
 
-    /// Process id, for RSS readings.
+    /// Process id (RSS readings, naming it in messages).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -367,3 +367,46 @@ async fn recover_after_deleting_the_database_keeps_every_alias_the_invitations_s
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_refuses_to_run_beside_the_management_instance_that_leads_the_mailbox() -> Result<()>
+{
+    let sim = Sim::start().await?;
+    let ews = &sim.running.simulator.ews;
+    let mut server = ServerProcess::start(watching_setup(&sim, "")?)?;
+    let a = allocate(&sim, &server, ALICE, "Alpha").await?;
+    let uid_a = ews.send_meeting(meeting(
+        ALICE,
+        "Alpha",
+        &a.instructions_html,
+        tomorrow(0),
+        tomorrow(1),
+    ))?;
+    wait_for_replies(&sim, ALICE, &uid_a, 1, WAIT).await?;
+
+    // The server leads the mailbox: a real run is refused and says whom to stop; a dry run,
+    // which writes nothing, may look.
+    let pid = server.pid().context("the server runs")?;
+    let (code, out) = recover(&server, &[])?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("integration default: management instance ")
+            && out.contains(&format!("(pid {pid}, last heartbeat"))
+            && out.contains("runs on this database and leads every mailbox")
+            && out.contains("stop the management instances that lead this mailbox"),
+        "{out}"
+    );
+    let (code, out) = recover(&server, &["--dry-run"])?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 present"), "{out}");
+
+    // Stopped, the mailbox is recover's.
+    server.stop();
+    let (code, out) = recover(&server, &[])?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("1 accepted meetings to come: 1 present, 0 rebuilt"),
+        "{out}"
+    );
+    Ok(())
+}
