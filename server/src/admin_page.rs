@@ -15,9 +15,10 @@
 //!
 //! Login: the admin token is entered once; its label is kept server-side in a
 //! session named by a random id in the `__Host-vmr-admin-session` cookie
-//! (HttpOnly, Secure, SameSite=Strict, Path=/). Sessions live in this
-//! process's memory (a restart, or another instance behind a load balancer
-//! without affinity, asks to sign in again). OIDC sign-in is not implemented.
+//! (HttpOnly, Secure, SameSite=Strict, Path=/). Sessions live in the database
+//! (`vmr_store::admin_sessions`, under the SHA-256 of their id), so every
+//! management instance behind a load balancer honours them and a restart signs
+//! nobody out. OIDC sign-in is not implemented.
 //! CSRF: every POST form carries the session's token (compared in constant
 //! time) and a POST whose `Origin` names another host is refused; the login
 //! form is protected by a double-submit cookie. Every answer carries a strict
@@ -26,7 +27,7 @@
 //! the origin check refuses).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -39,8 +40,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use sha2::{Digest, Sha256};
 use vmr_store::admin_queries::Page;
-use vmr_store::StorageError;
+use vmr_store::{AdminSession, StorageError};
 
 use crate::admin_api::{self, ListQuery};
 use crate::api_error::ApiFailure;
@@ -53,8 +55,6 @@ pub const SESSION_COOKIE: &str = "__Host-vmr-admin-session";
 pub const LOGIN_COOKIE: &str = "__Host-vmr-admin-login";
 /// Rows per page of the lists.
 pub const PAGE_ROWS: i64 = 20;
-/// Most sessions kept at once (the oldest go first).
-const MAX_SESSIONS: usize = 10_000;
 
 const TEMPLATES: [(&str, &str); 7] = [
     ("base.html", include_str!("../admin_templates/base.html")),
@@ -78,19 +78,12 @@ const ADMIN_JS: &str = include_str!("../admin_templates/admin.js");
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// A signed-in admin.
-#[derive(Debug, Clone)]
-struct Session {
-    label: String,
-    csrf: String,
-    expires_ms: i64,
-    created_ms: i64,
-}
+/// A signed-in admin (kept in the database).
+type Session = AdminSession;
 
-/// The page's templates and sessions (one per process).
+/// The page's templates.
 pub struct AdminPage {
     env: Environment<'static>,
-    sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl std::fmt::Debug for AdminPage {
@@ -106,56 +99,7 @@ impl AdminPage {
         for (name, source) in TEMPLATES {
             env.add_template(name, source)?;
         }
-        Ok(AdminPage {
-            env,
-            sessions: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn session(&self, headers: &HeaderMap, now: i64) -> Option<Session> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        let mut sessions = self.sessions.lock().ok()?;
-        match sessions.get(&id) {
-            Some(s) if s.expires_ms > now => Some(s.clone()),
-            Some(_) => {
-                sessions.remove(&id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn start_session(&self, label: String, now: i64, ttl_ms: i64) -> Option<String> {
-        let id = random_hex();
-        let mut sessions = self.sessions.lock().ok()?;
-        sessions.retain(|_, s| s.expires_ms > now);
-        if sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                sessions.remove(&k);
-            }
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                label,
-                csrf: random_hex(),
-                expires_ms: now + ttl_ms,
-                created_ms: now,
-            },
-        );
-        Some(id)
-    }
-
-    fn end_session(&self, headers: &HeaderMap) {
-        if let (Some(id), Ok(mut sessions)) =
-            (cookie(headers, SESSION_COOKIE), self.sessions.lock())
-        {
-            sessions.remove(&id);
-        }
+        Ok(AdminPage { env })
     }
 
     fn render(&self, status: StatusCode, name: &str, ctx: Value) -> Response {
@@ -350,12 +294,39 @@ fn now(state: &ManagementState) -> i64 {
     state.shared.clock.now_unix_ms()
 }
 
+/// What the database keeps of a session id: its SHA-256, in hex.
+fn session_hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// The admin this request's session cookie signs in, or the answer to give instead: the
+/// sign-in page when there is none (or it expired), an error page when the database cannot
+/// say.
+async fn signed_in(
+    state: &ManagementState,
+    page: &AdminPage,
+    headers: &HeaderMap,
+) -> Result<Session, Box<Response>> {
+    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+        return Err(Box::new(to_login()));
+    };
+    match state
+        .storage
+        .admin_session(&session_hash(&id), now(state))
+        .await
+    {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => Err(Box::new(to_login())),
+        Err(e) => Err(Box::new(storage_error(page, None, e))),
+    }
+}
+
 async fn login_form(
     State(state): State<ManagementState>,
     Extension(page): Extension<Arc<AdminPage>>,
     headers: HeaderMap,
 ) -> Response {
-    if page.session(&headers, now(&state)).is_some() {
+    if signed_in(&state, &page, &headers).await.is_ok() {
         return Redirect::to("/admin/").into_response();
     }
     login_page(&state, &page, StatusCode::OK, None)
@@ -420,13 +391,21 @@ async fn login(
         );
     };
     let ttl_secs = i64::from(state.shared.config.admin.session_minutes) * 60;
-    let Some(id) = page.start_session(label.clone(), now(&state), ttl_secs * 1000) else {
-        return page.render(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "error.html",
-            json!({"title": "Error", "message": "The session could not be started."}),
-        );
+    let id = random_hex();
+    let started = now(&state);
+    let session = Session {
+        label: label.clone(),
+        csrf: random_hex(),
+        created_at: started,
+        expires_at: started + ttl_secs * 1000,
     };
+    if let Err(e) = state
+        .storage
+        .start_admin_session(&session_hash(&id), &session)
+        .await
+    {
+        return storage_error(&page, None, e);
+    }
     tracing::info!(admin = %label, "admin page: signed in");
     let mut r = Redirect::to("/admin/").into_response();
     r.headers_mut().append(
@@ -439,16 +418,14 @@ async fn login(
 }
 
 /// The signed-in session of a POST whose CSRF token and origin check out.
-fn checked_post(
+async fn checked_post(
     page: &AdminPage,
     state: &ManagementState,
     headers: &HeaderMap,
     uri: &Uri,
     form: &HashMap<String, String>,
 ) -> Result<Session, Box<Response>> {
-    let session = page
-        .session(headers, now(state))
-        .ok_or_else(|| Box::new(to_login()))?;
+    let session = signed_in(state, page, headers).await?;
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     if !origin_ok(headers, uri) || !same(token, &session.csrf) {
         return Err(Box::new(page.render(
@@ -472,10 +449,15 @@ async fn logout(
     uri: Uri,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = checked_post(&page, &state, &headers, &uri, &form) {
-        return *r;
+    let session = match checked_post(&page, &state, &headers, &uri, &form).await {
+        Ok(session) => session,
+        Err(r) => return *r,
+    };
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        if let Err(e) = state.storage.end_admin_session(&session_hash(&id)).await {
+            return storage_error(&page, Some(&session), e);
+        }
     }
-    page.end_session(&headers);
     let mut r = Redirect::to("/admin/login").into_response();
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
@@ -487,15 +469,16 @@ async fn overview(
     Extension(page): Extension<Arc<AdminPage>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let session = match signed_in(&state, &page, &headers).await {
+        Ok(session) => session,
+        Err(r) => return *r,
     };
     let mut integrations = Vec::new();
     for id in state.shared.integrations.keys() {
         match admin_api::integration_status(&state, id).await {
             Ok(Some(v)) => integrations.push(v),
             Ok(None) => {}
-            Err(e) => return storage_error(&page, &session, e),
+            Err(e) => return storage_error(&page, Some(&session), e),
         }
     }
     page.render(
@@ -510,19 +493,23 @@ async fn overview(
     )
 }
 
-fn storage_error(page: &AdminPage, session: &Session, e: vmr_store::StorageError) -> Response {
+/// The error page for a database failure (with the navigation when signed in).
+fn storage_error(page: &AdminPage, session: Option<&Session>, e: StorageError) -> Response {
     let id = uuid::Uuid::new_v4();
     tracing::error!(correlation_id = %id, error = %e, "admin page: database error");
-    page.render(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error.html",
-        page_ctx(
-            session,
-            "Error",
-            "",
-            json!({"message": format!("The database could not be read. Quote reference {id} when you look at the server log.")}),
-        ),
-    )
+    let message = json!({"message": format!(
+        "The database could not be read or written. Quote reference {id} when you look at the \
+         server log."
+    )});
+    let ctx = match session {
+        Some(session) => page_ctx(session, "Error", "", message),
+        None => {
+            let mut ctx = message;
+            ctx["title"] = json!("Error");
+            ctx
+        }
+    };
+    page.render(StatusCode::INTERNAL_SERVER_ERROR, "error.html", ctx)
 }
 
 async fn run_check(
@@ -532,7 +519,7 @@ async fn run_check(
     uri: Uri,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+    let session = match checked_post(&page, &state, &headers, &uri, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -684,14 +671,15 @@ async fn list_page<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<Page<T>, ListFailure>>,
 {
-    let Some(session) = page.session(headers, now(state)) else {
-        return to_login();
+    let session = match signed_in(state, page, headers).await {
+        Ok(session) => session,
+        Err(r) => return *r,
     };
     let (q, page_no) = list_query(params);
     let result = match fetch(q).await {
         Ok(result) => result,
         Err(ListFailure::Query(e)) => return bad_filter(page, &session, view.title, e),
-        Err(ListFailure::Storage(e)) => return storage_error(page, &session, e),
+        Err(ListFailure::Storage(e)) => return storage_error(page, Some(&session), e),
     };
     let rows: Vec<Vec<Cell>> = result.items.iter().map(row).collect();
     let pages = ((result.total + PAGE_ROWS - 1) / PAGE_ROWS).max(1);
@@ -1089,7 +1077,7 @@ async fn detail_page(
                 ),
             )
         }
-        Err(e) => return storage_error(page, session, e),
+        Err(e) => return storage_error(page, Some(session), e),
     };
     let c = admin_api::conference_json(&detail);
     let title = format!("Conference {}", detail.conference.name);
@@ -1111,8 +1099,9 @@ async fn conference(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = page.session(&headers, now(&state)) else {
-        return to_login();
+    let session = match signed_in(&state, &page, &headers).await {
+        Ok(session) => session,
+        Err(r) => return *r,
     };
     let notice = if let Some(a) = params.get("added") {
         Some(format!("Extra alias {a} added."))
@@ -1146,7 +1135,7 @@ async fn add_alias(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+    let session = match checked_post(&page, &state, &headers, &uri, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -1187,7 +1176,7 @@ async fn remove_alias(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match checked_post(&page, &state, &headers, &uri, &form) {
+    let session = match checked_post(&page, &state, &headers, &uri, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -1226,8 +1215,8 @@ mod tests {
         let session = Session {
             label: "<b>eve</b>".into(),
             csrf: "t".into(),
-            expires_ms: 1,
-            created_ms: 0,
+            expires_at: 1,
+            created_at: 0,
         };
         let r = page
             .env
@@ -1279,22 +1268,6 @@ mod tests {
         assert!(!origin_ok(&h, &uri));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!origin_ok(&h, &uri));
-    }
-
-    #[test]
-    fn sessions_expire() {
-        let page = AdminPage::new().unwrap();
-        let id = page.start_session("alice".into(), 1_000, 500).unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
-        );
-        assert_eq!(
-            page.session(&h, 1_200).map(|s| s.label).as_deref(),
-            Some("alice")
-        );
-        assert!(page.session(&h, 1_500).is_none());
     }
 
     #[test]

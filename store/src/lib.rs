@@ -22,6 +22,7 @@
 //! [`policy_feed`] (what the policy server's in-memory index loads and follows).
 
 pub mod admin_queries;
+pub mod admin_sessions;
 pub mod aliases;
 pub mod deferral_nonces;
 pub mod integration_secrets;
@@ -38,6 +39,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 use tokio::sync::mpsc;
 
+pub use admin_sessions::AdminSession;
 use aliases::{alias_writer, InsertJob, MAX_BATCH};
 pub use aliases::{NewAlias, StoredAlias};
 pub use leases::{
