@@ -1865,6 +1865,10 @@ pub struct InfinityConfig {
     pub retry_max_secs: u64,
     /// Minutes between reconcile passes (1–1,440); one also runs at start.
     pub reconcile_interval_minutes: u32,
+    /// Ids of integrations this deployment had and removed from its config: each reconcile
+    /// pass deletes the VMRs tagged with their origin (`VMR Scheduling for Exchange: <id>`),
+    /// which nothing else would ever remove. Never a configured integration's id.
+    pub retired_integrations: Vec<String>,
 }
 
 fn infinity_enabled_when_written() -> bool {
@@ -1887,6 +1891,7 @@ impl Default for InfinityConfig {
             retry_initial_ms: 1_000,
             retry_max_secs: 60,
             reconcile_interval_minutes: 15,
+            retired_integrations: Vec::new(),
         }
     }
 }
@@ -2147,6 +2152,9 @@ mod infinity_lifetime_config_tests {
             ("[infinity]\nenabled = false\ntimeout_secs = 0\n", "infinity.timeout_secs"),
             ("[infinity]\nenabled = false\nretry_max_secs = 0\n", "infinity.retry_max_secs"),
             ("[infinity]\nenabled = false\nreconcile_interval_minutes = 0\n", "infinity.reconcile_interval_minutes"),
+            ("[infinity]\nenabled = false\nretired_integrations = [\"default\"]\n", "infinity.retired_integrations"),
+            ("[infinity]\nenabled = false\nretired_integrations = [\" \"]\n", "infinity.retired_integrations"),
+            ("[infinity]\nenabled = false\nretired_integrations = [\"old\", \"old\"]\n", "infinity.retired_integrations"),
             ("[infinity]\nenabled = false\nsurprise = 1\n", "surprise"),
             ("[lifetime]\ngrace_hours = 721\n", "lifetime.grace_hours"),
             ("[lifetime]\nsweep_interval_secs = 1\n", "lifetime.sweep_interval_secs"),
@@ -2877,6 +2885,24 @@ impl Config {
         self.admin.validate()?;
         self.policy.validate(&self.integrations)?;
         self.infinity.validate()?;
+        for (n, retired) in self.infinity.retired_integrations.iter().enumerate() {
+            let key = "infinity.retired_integrations";
+            if retired.trim().is_empty() {
+                return Err(ConfigError::key(key, "holds an empty integration id"));
+            }
+            if self.integrations.iter().any(|i| i.id == *retired) {
+                return Err(ConfigError::key(
+                    key,
+                    format!(
+                        "{retired:?} is a configured integration: its VMRs would be deleted at \
+                         every reconcile; remove it from one of the two"
+                    ),
+                ));
+            }
+            if self.infinity.retired_integrations[..n].contains(retired) {
+                return Err(ConfigError::key(key, format!("names {retired:?} twice")));
+            }
+        }
         self.lifetime.validate()?;
         if self.limits.request_timeout_ms == 0 {
             return Err(ConfigError::key(

@@ -17,7 +17,9 @@
 //!   `retry_max_secs` (time from the injected clock) and the others go on.
 //! - [`InfinityPusher::reconcile`] (at start and every `reconcile_interval_minutes`) repairs
 //!   drift both ways: each live conference whose VMR is missing or differs is queued; each VMR
-//!   with our tag that matches no live conference of ours is deleted.
+//!   with our tag that matches no live conference of ours is deleted; and every VMR of an
+//!   integration listed in `infinity.retired_integrations` (removed from the config, so
+//!   nothing else would ever delete its VMRs) is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -431,6 +433,8 @@ pub struct ReconcileReport {
     pub queued: usize,
     /// VMRs with our tag and no live conference of ours, deleted.
     pub stale_deleted: usize,
+    /// VMRs of integrations listed in `infinity.retired_integrations`, deleted.
+    pub retired_deleted: usize,
 }
 
 /// How pushing went lately, for `/readyz` and the admin page (times from the injected clock).
@@ -858,6 +862,22 @@ impl InfinityPusher {
                     .await?;
                 tracing::info!(%integration, name = %vmr.name, "stale VMR deleted in Infinity");
                 report.stale_deleted += 1;
+            }
+        }
+        for retired in &self.config.retired_integrations {
+            let tag = InfinityConfig::origin_tag(retired);
+            for vmr in self.client.conferences_tagged(&tag).await? {
+                self.client
+                    .delete(
+                        &vmr.uri,
+                        &format!(
+                            "deleting VMR {:?} of retired integration {retired}",
+                            vmr.name
+                        ),
+                    )
+                    .await?;
+                tracing::info!(integration = %retired, name = %vmr.name, "VMR of a retired integration deleted in Infinity");
+                report.retired_deleted += 1;
             }
         }
         Ok(report)

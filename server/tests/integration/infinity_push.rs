@@ -50,6 +50,7 @@ on_both_engines!(
     a_slow_infinity_counts_as_unreachable,
     a_row_claimed_by_a_crashed_instance_is_taken_up_after_the_claim,
     extra_aliases_added_and_removed_by_admins_follow_into_infinity,
+    vmrs_of_a_retired_integration_are_deleted_and_no_others,
 );
 
 // ---------------------------------------------------------------------------
@@ -625,6 +626,68 @@ async fn a_vmr_we_did_not_create_is_never_touched(db: &TestDb) {
         infinity.writes().is_empty(),
         "not one write request reached Infinity: {:?}",
         infinity.writes()
+    );
+}
+
+async fn vmrs_of_a_retired_integration_are_deleted_and_no_others(db: &TestDb) {
+    let (_clock, shared) = manual_clock();
+    let storage = open(db).await;
+    let infinity = Infinity::running().await;
+    // Ours, live: pushed.
+    accept(
+        &storage,
+        "Standup (Ann)",
+        &single(T0 + HOUR, T0 + 2 * HOUR),
+        vec![window(T0 + HOUR, T0 + 2 * HOUR)],
+        T0,
+    )
+    .await;
+    let config = InfinityConfig {
+        retired_integrations: vec!["old-site".into()],
+        ..infinity.config()
+    };
+    let pusher = infinity.pusher_with(&storage, shared, config);
+    assert_eq!(pusher.drain_once().await.expect("drain").pushed, 1);
+    // Left by the removed integration `old-site` (two), by another deployment's integration
+    // (a tag we do not retire), and by an administrator (no tag).
+    let made = |name: &str, tag: &str| {
+        infinity
+            .server
+            .create_conference(json!({"name": name, "tag": tag, "aliases": [{"alias": format!("{name}@vc.example.test")}]}))
+            .expect("seeded VMR");
+    };
+    made("old-1", &InfinityConfig::origin_tag("old-site"));
+    made("old-2", &InfinityConfig::origin_tag("old-site"));
+    made("theirs", &InfinityConfig::origin_tag("other-deployment"));
+    made("hand-made", "");
+    // A tag that merely starts like the retired one is not it.
+    made(
+        "near-miss",
+        &format!("{} (copy)", InfinityConfig::origin_tag("old-site")),
+    );
+
+    let report = pusher.reconcile().await.expect("reconcile");
+    assert_eq!(
+        (report.retired_deleted, report.stale_deleted, report.queued),
+        (2, 0, 0),
+        "{report:?}"
+    );
+    for gone in ["old-1", "old-2"] {
+        assert!(
+            infinity.server.conference_named(gone).is_none(),
+            "{gone} kept"
+        );
+    }
+    for kept in ["Standup (Ann)", "theirs", "hand-made", "near-miss"] {
+        assert!(
+            infinity.server.conference_named(kept).is_some(),
+            "{kept} deleted"
+        );
+    }
+    // Nothing left to retire: the next pass deletes nothing.
+    assert_eq!(
+        pusher.reconcile().await.expect("reconcile").retired_deleted,
+        0
     );
 }
 
