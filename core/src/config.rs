@@ -487,6 +487,94 @@ pub struct AdminConfig {
     /// `/readyz` fails when an integration with a mailbox last synchronised
     /// longer ago than this, in seconds (0: the age is reported, never fails).
     pub readyz_max_mailbox_sync_age_secs: u64,
+    /// `[admin.oidc]`: sign-in to the admin page with an OpenID Connect provider
+    /// (Entra ID or any other) beside the admin tokens.
+    pub oidc: Option<AdminOidcConfig>,
+}
+
+/// `[admin.oidc]`: the admin page's single sign-on (authorization code flow with PKCE).
+/// Whoever signs in must be listed in `allowed_users` or carry one of `allowed_groups`
+/// in the ID token's `groups` claim; the audit log names them by their sign-in name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminOidcConfig {
+    /// The issuer, e.g. `https://login.microsoftonline.com/<tenant id>/v2.0`; its
+    /// `/.well-known/openid-configuration` names the endpoints and keys.
+    pub issuer: String,
+    /// The application (client) id registered with the provider.
+    pub client_id: String,
+    /// Its client secret: inline, `client_secret_env` or `client_secret_file`.
+    pub client_secret: Option<Secret>,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret (trailing newlines trimmed).
+    pub client_secret_file: Option<PathBuf>,
+    /// Sign-in names (`preferred_username`, else `email`) that may administer, any case.
+    pub allowed_users: Vec<String>,
+    /// Group object ids; a user whose ID token lists one of them in `groups` may administer.
+    pub allowed_groups: Vec<String>,
+    /// What the sign-in button says (default "Sign in with single sign-on").
+    pub button_label: Option<String>,
+}
+
+impl AdminOidcConfig {
+    /// Checks `[admin.oidc]`; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.issuer).map_err(|e| {
+            ConfigError::key(
+                "admin.oidc.issuer",
+                format!("{:?} is not a URL: {e}", self.issuer),
+            )
+        })?;
+        if url.scheme() != "https" || url.host_str().is_none() {
+            return Err(ConfigError::key(
+                "admin.oidc.issuer",
+                "must be an https:// URL with a host, e.g. https://login.microsoftonline.com/<tenant id>/v2.0",
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::key(
+                "admin.oidc.client_id",
+                "is required: the application (client) id registered with the provider",
+            ));
+        }
+        if self.client_secret.is_none() {
+            return Err(ConfigError::key(
+                "admin.oidc.client_secret",
+                "is required (or client_secret_env / client_secret_file)",
+            ));
+        }
+        if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
+            return Err(ConfigError::key(
+                "admin.oidc.allowed_users",
+                "name who may administer: allowed_users (sign-in names) and/or allowed_groups \
+                 (group object ids); without either nobody could sign in",
+            ));
+        }
+        if let Some(i) = self.allowed_users.iter().position(|u| u.trim().is_empty()) {
+            return Err(ConfigError::key(
+                format!("admin.oidc.allowed_users[{i}]"),
+                "is empty",
+            ));
+        }
+        if let Some(i) = self.allowed_groups.iter().position(|g| g.trim().is_empty()) {
+            return Err(ConfigError::key(
+                format!("admin.oidc.allowed_groups[{i}]"),
+                "is empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a user with sign-in name `user` and groups `groups` may administer.
+    pub fn allows(&self, user: &str, groups: &[String]) -> bool {
+        self.allowed_users
+            .iter()
+            .any(|u| u.trim().eq_ignore_ascii_case(user.trim()))
+            || groups
+                .iter()
+                .any(|g| self.allowed_groups.iter().any(|a| a.trim() == g))
+    }
 }
 
 impl Default for AdminConfig {
@@ -497,6 +585,7 @@ impl Default for AdminConfig {
             tokens: Vec::new(),
             session_minutes: 480,
             readyz_max_mailbox_sync_age_secs: 1800,
+            oidc: None,
         }
     }
 }
@@ -571,6 +660,9 @@ impl AdminConfig {
                 "admin.session_minutes",
                 "must be between 5 and 1440",
             ));
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
         }
         Ok(())
     }
@@ -995,6 +1087,49 @@ mod policy_config_tests {
 
     fn err(toml: &str) -> String {
         load(toml, &[]).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn admin_oidc_is_checked_and_its_secret_resolved() {
+        let base =
+            "[admin.oidc]\nissuer = \"https://login.example.com/t/v2.0\"\nclient_id = \"app\"\n";
+        let ok = load(
+            &format!(
+                "{base}client_secret_env = \"OIDC\"\nallowed_users = [\"Alice@Example.com\"]\n"
+            ),
+            &[("OIDC", "s3cret")],
+        )
+        .expect("valid");
+        let oidc = ok.admin.oidc.expect("oidc");
+        assert_eq!(
+            oidc.client_secret.as_ref().map(|s| s.expose().to_owned()),
+            Some("s3cret".to_owned())
+        );
+        assert!(oidc.allows("alice@example.com", &[]));
+        assert!(!oidc.allows("bob@example.com", &["g1".into()]));
+        for (text, key) in [
+            (format!("{base}allowed_users = [\"a@b\"]\n"), "admin.oidc.client_secret"),
+            (format!("{base}client_secret = \"x\"\n"), "admin.oidc.allowed_users"),
+            (format!("{base}client_secret = \"x\"\nallowed_groups = [\"\"]\n"), "admin.oidc.allowed_groups[0]"),
+            (format!("{base}client_secret = \"x\"\nclient_secret_env = \"X\"\nallowed_users = [\"a@b\"]\n"), "admin.oidc.client_secret"),
+            ("[admin.oidc]\nissuer = \"http://login.example.com/t\"\nclient_id = \"app\"\nclient_secret = \"x\"\nallowed_users = [\"a@b\"]\n".to_owned(), "admin.oidc.issuer"),
+            ("[admin.oidc]\nissuer = \"https://login.example.com/t\"\nclient_secret = \"x\"\nallowed_users = [\"a@b\"]\n".to_owned(), "admin.oidc.client_id"),
+            (format!("{base}client_secret = \"x\"\nallowed_users = [\"a@b\"]\nsurprise = 1\n"), "surprise"),
+        ] {
+            let e = err(&text);
+            assert!(e.contains(key), "{text:?} gave {e:?}, expected {key}");
+            assert!(!e.contains("s3cret"));
+        }
+        let groups = load(
+            &format!("{base}client_secret = \"x\"\nallowed_groups = [\"g1\"]\n"),
+            &[],
+        )
+        .expect("groups alone are enough");
+        assert!(groups
+            .admin
+            .oidc
+            .expect("oidc")
+            .allows("anyone@example.com", &["g1".into()]));
     }
 
     #[test]
@@ -2791,6 +2926,16 @@ impl Config {
             .map_err(|e| deserialize_error("", e))?;
         config.policy.resolve_secrets(env)?;
         config.infinity.resolve_files(env)?;
+        if let Some(oidc) = config.admin.oidc.as_mut() {
+            oidc.client_secret = resolve_secret(
+                "admin.oidc",
+                "client_secret",
+                oidc.client_secret.take(),
+                oidc.client_secret_env.take(),
+                oidc.client_secret_file.take(),
+                env,
+            )?;
+        }
         for (i, connection) in exchange {
             if let Some(integration) = config.integrations.get_mut(i) {
                 integration.exchange = Some(connection);

@@ -45,6 +45,7 @@ use vmr_store::admin_queries::Page;
 use vmr_store::{AdminSession, StorageError};
 
 use crate::admin_api::{self, ListQuery};
+use crate::admin_oidc::{self, OidcError, OidcSignIn, Pending};
 use crate::api_error::ApiFailure;
 use crate::app::ManagementState;
 use crate::http::ops::admin_label;
@@ -53,10 +54,14 @@ use crate::http::ops::admin_label;
 pub const SESSION_COOKIE: &str = "__Host-vmr-admin-session";
 /// The login form's double-submit cookie.
 pub const LOGIN_COOKIE: &str = "__Host-vmr-admin-login";
+/// A single sign-on in progress (state, nonce, PKCE verifier).
+pub const OIDC_COOKIE: &str = "__Host-vmr-admin-oidc";
+/// How long a single sign-on may take, start to callback.
+const OIDC_COOKIE_SECS: i64 = 600;
 /// Rows per page of the lists.
 pub const PAGE_ROWS: i64 = 20;
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 8] = [
     ("base.html", include_str!("../admin_templates/base.html")),
     ("login.html", include_str!("../admin_templates/login.html")),
     (
@@ -70,6 +75,10 @@ const TEMPLATES: [(&str, &str); 7] = [
         include_str!("../admin_templates/detail.html"),
     ),
     ("error.html", include_str!("../admin_templates/error.html")),
+    (
+        "signed_in.html",
+        include_str!("../admin_templates/signed_in.html"),
+    ),
 ];
 const ADMIN_CSS: &str = include_str!("../admin_templates/admin.css");
 const ADMIN_JS: &str = include_str!("../admin_templates/admin.js");
@@ -81,9 +90,10 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 /// A signed-in admin (kept in the database).
 type Session = AdminSession;
 
-/// The page's templates.
+/// The page's templates, and its single sign-on when `[admin.oidc]` is set.
 pub struct AdminPage {
     env: Environment<'static>,
+    oidc: Option<Arc<OidcSignIn>>,
 }
 
 impl std::fmt::Debug for AdminPage {
@@ -94,12 +104,12 @@ impl std::fmt::Debug for AdminPage {
 
 impl AdminPage {
     /// Compiles the templates (they are part of the binary: a failure is a bug, reported at start).
-    pub fn new() -> Result<AdminPage, minijinja::Error> {
+    pub fn new(oidc: Option<Arc<OidcSignIn>>) -> Result<AdminPage, minijinja::Error> {
         let mut env = Environment::new();
         for (name, source) in TEMPLATES {
             env.add_template(name, source)?;
         }
-        Ok(AdminPage { env })
+        Ok(AdminPage { env, oidc })
     }
 
     fn render(&self, status: StatusCode, name: &str, ctx: Value) -> Response {
@@ -202,12 +212,23 @@ fn origin_ok(headers: &HeaderMap, uri: &Uri) -> bool {
 }
 
 /// The page's routes, with its own state as an extension and security headers.
-pub fn routes(_state: &ManagementState) -> Result<Router<ManagementState>, minijinja::Error> {
-    let page = Arc::new(AdminPage::new()?);
+pub fn routes(state: &ManagementState) -> anyhow::Result<Router<ManagementState>> {
+    let config = &state.shared.config;
+    let oidc = match &config.admin.oidc {
+        Some(oidc) => Some(OidcSignIn::new(
+            oidc.clone(),
+            crate::tls::http_client(&config.http_client)?,
+            &config.server.public_host,
+        )),
+        None => None,
+    };
+    let page = Arc::new(AdminPage::new(oidc)?);
     Ok(Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/") }))
         .route("/admin/", get(overview))
         .route("/admin/login", get(login_form).post(login))
+        .route("/admin/oidc/start", get(oidc_start))
+        .route(admin_oidc::CALLBACK_PATH, get(oidc_callback))
         .route("/admin/logout", post(logout))
         .route("/admin/check", post(run_check))
         .route("/admin/conferences", get(conferences))
@@ -347,6 +368,7 @@ fn login_page(
             "error": error,
             "login_csrf": login_csrf,
             "session_minutes": state.shared.config.admin.session_minutes,
+            "oidc_label": page.oidc.as_ref().map(|o| o.button_label()),
         }),
     );
     r.headers_mut().append(
@@ -390,11 +412,30 @@ async fn login(
             Some("That is not an admin token of this server."),
         );
     };
+    start_session(
+        &state,
+        &page,
+        label,
+        "token",
+        Redirect::to("/admin/").into_response(),
+    )
+    .await
+}
+
+/// Starts a session for `label` (signed in by `method`) and sets its cookie on `response`
+/// (clearing the sign-in cookies); an error page if the database refuses.
+async fn start_session(
+    state: &ManagementState,
+    page: &AdminPage,
+    label: String,
+    method: &str,
+    mut response: Response,
+) -> Response {
     let ttl_secs = i64::from(state.shared.config.admin.session_minutes) * 60;
     let id = random_hex();
-    let started = now(&state);
+    let started = now(state);
     let session = Session {
-        label: label.clone(),
+        label,
         csrf: random_hex(),
         created_at: started,
         expires_at: started + ttl_secs * 1000,
@@ -404,17 +445,88 @@ async fn login(
         .start_admin_session(&session_hash(&id), &session)
         .await
     {
-        return storage_error(&page, None, e);
+        return storage_error(page, None, e);
     }
-    tracing::info!(admin = %label, "admin page: signed in");
-    let mut r = Redirect::to("/admin/").into_response();
-    r.headers_mut().append(
+    tracing::info!(admin = %session.label, method, "admin page: signed in");
+    let h = response.headers_mut();
+    h.append(
         header::SET_COOKIE,
         set_cookie(SESSION_COOKIE, &id, ttl_secs),
     );
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
-    r
+    h.append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, "", 0));
+    h.append(header::SET_COOKIE, oidc_cookie("", 0));
+    response
+}
+
+/// The cookie holding a single sign-on in progress. `SameSite=Lax`: the provider sends the
+/// browser back with a cross-site navigation, which never carries `Strict` cookies.
+fn oidc_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
+    let text = format!(
+        "{OIDC_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `GET /admin/oidc/start`: off to the provider, with a fresh state, nonce and verifier.
+async fn oidc_start(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+) -> Response {
+    let Some(oidc) = page.oidc.clone() else {
+        return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
+    };
+    let pending = Pending::new();
+    match oidc.authorization_url(&pending, now(&state)).await {
+        Ok(url) => {
+            let mut r = Redirect::to(&url).into_response();
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                oidc_cookie(&pending.cookie_value(), OIDC_COOKIE_SECS),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin page: single sign-on could not start");
+            login_page(&state, &page, StatusCode::BAD_GATEWAY, Some(&e.to_string()))
+        }
+    }
+}
+
+/// `GET /admin/oidc/callback`: the provider's answer. Signed in, the browser gets a page
+/// that moves on to `/admin/` by itself: the session cookie is `SameSite=Strict`, and a
+/// redirect here would still belong to the provider's cross-site navigation, which would
+/// not send it.
+async fn oidc_callback(
+    State(state): State<ManagementState>,
+    Extension(page): Extension<Arc<AdminPage>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(oidc) = page.oidc.clone() else {
+        return (StatusCode::NOT_FOUND, "single sign-on is not configured").into_response();
+    };
+    let pending = cookie(&headers, OIDC_COOKIE).and_then(|v| Pending::from_cookie(&v));
+    match oidc.finish(pending.as_ref(), &query, now(&state)).await {
+        Ok(signed_in) => {
+            let onward = page.render(
+                StatusCode::OK,
+                "signed_in.html",
+                json!({"title": "Signed in", "user": signed_in.user}),
+            );
+            start_session(&state, &page, signed_in.user, "oidc", onward).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin page: single sign-on refused");
+            let status = match e {
+                OidcError::Provider(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::FORBIDDEN,
+            };
+            let mut r = login_page(&state, &page, status, Some(&e.to_string()));
+            r.headers_mut()
+                .append(header::SET_COOKIE, oidc_cookie("", 0));
+            r
+        }
+    }
 }
 
 /// The signed-in session of a POST whose CSRF token and origin check out.
@@ -1211,7 +1323,7 @@ mod tests {
 
     #[test]
     fn templates_compile_and_escape() {
-        let page = AdminPage::new().expect("templates compile");
+        let page = AdminPage::new(None).expect("templates compile");
         let session = Session {
             label: "<b>eve</b>".into(),
             csrf: "t".into(),

@@ -8,6 +8,7 @@
 //! `ARCHITECTURE.md` at the repository root has the full map and invariants.
 
 pub mod admin_api;
+pub mod admin_oidc;
 pub mod admin_page;
 pub mod alias_service;
 pub mod api_error;

@@ -26,6 +26,8 @@ pub struct EntraIssuer {
     signer: RsaSigner,
     kid: String,
     jwks_fetches: AtomicUsize,
+    /// Web sign-in (authorization code flow): [`crate::entra_sign_in`].
+    pub(crate) sign_in: crate::entra_sign_in::SignInState,
 }
 
 /// What goes into one v2.0 access token. Build it with [`NaaClaims::new`] and adjust fields.
@@ -91,6 +93,7 @@ impl EntraIssuer {
             signer,
             kid,
             jwks_fetches: AtomicUsize::new(0),
+            sign_in: Default::default(),
         })
     }
 
@@ -229,7 +232,8 @@ impl EntraIssuer {
     }
 }
 
-/// Routes of the simulated Entra ID: the tenant's OIDC discovery document and JWKS.
+/// Routes of the simulated Entra ID: the tenant's OIDC discovery document and JWKS, and the
+/// web sign-in endpoints ([`crate::entra_sign_in`]).
 pub fn router(issuer: Arc<EntraIssuer>) -> Router {
     Router::new()
         .route(
@@ -237,7 +241,8 @@ pub fn router(issuer: Arc<EntraIssuer>) -> Router {
             get(openid_configuration),
         )
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
-        .with_state(issuer)
+        .with_state(issuer.clone())
+        .merge(crate::entra_sign_in::router(issuer))
 }
 
 /// Entra's answer for a tenant it does not know (AADSTS90002).

@@ -20,6 +20,7 @@
 //! directly.
 
 pub mod entra;
+pub mod entra_sign_in;
 pub mod ews;
 pub mod exchange_identity;
 pub mod infinity;

@@ -86,7 +86,7 @@ pub fn router(app: App) -> Router {
             match crate::admin_page::routes(&state) {
                 Ok(page) => alias = alias.merge(page),
                 Err(e) => {
-                    tracing::error!(error = %e, "the admin page's templates do not compile; /admin/ is not served")
+                    tracing::error!(error = %e, "the admin page could not be set up (templates or its single sign-on client); /admin/ is not served")
                 }
             }
             // Infinity's external policy (`[policy]`: basic auth and/or allow_from).

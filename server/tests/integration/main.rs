@@ -5,6 +5,7 @@
 mod common;
 
 mod admin_api;
+mod admin_oidc;
 mod admin_sessions;
 mod api;
 mod ews_schema;
