@@ -3,8 +3,11 @@
 //! Connect (the admin page's single sign-on).
 //!
 //! - `GET /{tenant}/oauth2/v2.0/authorize`: for a registered client and one of its redirect
-//!   URIs, redirects back with `code` and `state` — as the user the test has signed in at
-//!   "Entra" ([`EntraIssuer::sign_in_as`]; the simulator shows no password form). A request
+//!   URIs, sends the browser back with `code` and `state` — as the user the test has signed
+//!   in at "Entra" ([`EntraIssuer::sign_in_as`]; the simulator shows no password form). At
+//!   once by a redirect, or, with [`EntraIssuer::show_account_picker`], from a "Pick an
+//!   account" page whose link the user follows: then the way back is a navigation the
+//!   provider's site starts, cross-site for the application as with the real Entra. A request
 //!   Entra cannot redirect (unknown client, unregistered redirect URI) gets an error page;
 //!   other faults are redirected as `error` and `error_description` (AADSTS codes).
 //! - `POST /{tenant}/oauth2/v2.0/token`, `grant_type=authorization_code`: the client
@@ -69,6 +72,7 @@ struct Inner {
     user: Option<User>,
     codes: HashMap<String, PendingCode>,
     token_requests: usize,
+    account_picker: bool,
 }
 
 impl SignInState {
@@ -100,6 +104,12 @@ impl EntraIssuer {
             email: email.to_owned(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         });
+    }
+
+    /// Whether the authorize endpoint shows a "Pick an account" page (a link back to the
+    /// application) instead of redirecting at once.
+    pub fn show_account_picker(&self, show: bool) {
+        self.sign_in.lock().account_picker = show;
     }
 
     /// How many token requests the token endpoint has answered (or refused).
@@ -210,6 +220,8 @@ async fn authorize(
             "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
         );
     };
+    let picker = inner.account_picker;
+    let email = user.email.clone();
     let code = format!("0.A{}", uuid::Uuid::new_v4().simple());
     inner.codes.insert(
         code.clone(),
@@ -233,6 +245,26 @@ async fn authorize(
         if let Some(state) = state {
             pairs.append_pair("state", state);
         }
+    }
+    if picker {
+        let escape = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><title>Sign in to your account</title>\
+             <h1>Pick an account</h1><p><a id=\"continue\" href=\"{}\">Continue as {}</a></p></html>",
+            escape(url.as_str()),
+            escape(&email)
+        );
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response();
     }
     Redirect::to(url.as_str()).into_response()
 }

@@ -470,3 +470,84 @@ async fn admin_page_lists_searches_pages_and_adds_an_alias_by_keyboard() -> Resu
     b.close().await;
     Ok(())
 }
+
+/// Single sign-on in a real browser, with the server as `localhost` and the identity provider
+/// (the simulated Entra ID) as `127.0.0.1`: different sites, as in production. The user picks
+/// the account on the provider's page, so the way back to the callback is a navigation the
+/// provider's site starts: cross-site. The sign-in cookie (`SameSite=Lax`) must survive it,
+/// and the session cookie (`SameSite=Strict`) must be sent on the way on to the overview —
+/// which a redirect from the callback, still part of that cross-site navigation, would not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_from_another_site_lands_on_the_overview() -> Result<()> {
+    const CLIENT: &str = "0c7e5a1d-admin-sso-e2e";
+    const SECRET: &str = "admin-sso-e2e-secret";
+    let sim = Sim::start().await?;
+    let entra = sim.running.simulator.entra.clone();
+    let mut setup = ServerSetup::with_simulator(&sim)?;
+    let public = format!("localhost:{}", setup.port);
+    setup.public_host = Some(public.clone());
+    setup.extra_toml = format!(
+        "[admin.oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT}\"\nclient_secret = \"{SECRET}\"\n\
+         allowed_users = [\"alice@contoso.com\"]\nbutton_label = \"Sign in with Contoso\"\n",
+        entra.issuer()
+    );
+    assert!(entra.issuer().starts_with("https://127.0.0.1:"));
+    entra.register_client(
+        CLIENT,
+        SECRET,
+        &format!("https://{public}/admin/oidc/callback"),
+    );
+    entra.sign_in_as(Some(("alice@contoso.com", &[])));
+    entra.show_account_picker(true);
+    let server = ServerProcess::start(setup)?;
+    let b = Browser::start().await?;
+
+    b.goto(&format!("https://{public}/admin/login")).await?;
+    wait_text(&b, "h1", "Sign in").await?;
+    assert_axe_clean(&b, "the sign-in page with single sign-on").await?;
+    b.client
+        .find(Locator::LinkText("Sign in with Contoso"))
+        .await?
+        .click()
+        .await?;
+    wait_text(&b, "h1", "Pick an account").await?;
+    b.client
+        .find(Locator::Id("continue"))
+        .await?
+        .click()
+        .await?;
+    wait_text(&b, "h1", "Overview")
+        .await
+        .with_context(|| server.log_text())?;
+    assert_eq!(text_of(&b, ".who").await?, "Signed in as alice@contoso.com");
+    let url = b.client.current_url().await?;
+    assert_eq!(url.as_str(), format!("https://{public}/admin/"));
+    assert_eq!(entra.token_requests(), 1);
+
+    // Signed out, then someone the server does not allow signs in at the provider.
+    b.client
+        .find(Locator::Css("form.logout button"))
+        .await?
+        .click()
+        .await?;
+    wait_text(&b, "h1", "Sign in").await?;
+    entra.sign_in_as(Some(("mallory@contoso.com", &[])));
+    b.client
+        .find(Locator::LinkText("Sign in with Contoso"))
+        .await?
+        .click()
+        .await?;
+    wait_text(&b, "h1", "Pick an account").await?;
+    b.client
+        .find(Locator::Id("continue"))
+        .await?
+        .click()
+        .await?;
+    let refused = text_of(&b, "#login-error").await?;
+    assert!(
+        refused.contains("mallory@contoso.com may not administer this server"),
+        "{refused}"
+    );
+    assert_axe_clean(&b, "the sign-in page with a refusal").await?;
+    Ok(())
+}
