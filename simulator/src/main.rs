@@ -24,6 +24,13 @@ struct Args {
     /// Pane URL to show in the printed compose URL.
     #[arg(long, default_value = "https://127.0.0.1:8443/addin/index.html")]
     pane: String,
+    /// Registers a web application for sign-in (authorization code flow):
+    /// `<client id>,<client secret>,<redirect URI>`.
+    #[arg(long, value_name = "ID,SECRET,REDIRECT_URI")]
+    web_app: Option<String>,
+    /// The user signed in at the simulated Entra ID, offered on its "Pick an account" page.
+    #[arg(long, value_name = "EMAIL")]
+    signed_in_user: Option<String>,
 }
 
 #[tokio::main]
@@ -38,6 +45,19 @@ async fn main() -> anyhow::Result<()> {
     let running = vmr_simulator::start(args.listen, &args.tenant).await?;
     running.tls.write_cert_pem(&args.cert_out)?;
     let sim = &running.simulator;
+    if let Some(app) = &args.web_app {
+        let parts: Vec<&str> = app.splitn(3, ',').collect();
+        let [id, secret, redirect_uri] = parts.as_slice() else {
+            anyhow::bail!(
+                "--web-app wants <client id>,<client secret>,<redirect URI>, got {app:?}"
+            );
+        };
+        sim.entra.register_client(id, secret, redirect_uri);
+    }
+    if let Some(user) = &args.signed_in_user {
+        sim.entra.sign_in_as(Some((user, &[])));
+        sim.entra.show_account_picker(true);
+    }
     println!("vmr-simulator listening on {}", running.origin());
     println!("certificate:        {}", args.cert_out.display());
     println!(

@@ -7,7 +7,9 @@
 //! `vmr-room@contoso.com`, the Outlook compose window with its Send button and
 //! the organizer's Inbox, the fake Office.js), the server on
 //! https://localhost:8443 with its state in `demo-data/`, watching that
-//! mailbox: click, Send, and the Inbox shows the resource's acceptance.
+//! mailbox: click, Send, and the Inbox shows the resource's acceptance. The
+//! admin page takes the printed token, or single sign-on through the simulated
+//! Entra ID as `admin@contoso.com` (its "Pick an account" page, then back).
 //!
 //! The URLs are printed only once both answer: the simulator's Exchange
 //! metadata document and the server's `/readyz` are polled until they return
@@ -25,12 +27,23 @@ const SERVER_PORT: u16 = 8443;
 const SIMULATOR_PORT: u16 = 9443;
 /// The demo server's admin listener (`/metrics`, `/readyz/detail`), loopback only.
 const ADMIN_PORT: u16 = 8444;
+/// The admin page's web app at the simulated Entra ID, and the user signed in there.
+const SSO_CLIENT_ID: &str = "5e1f0c2a-0000-4000-8000-00000000ad31";
+const SSO_USER: &str = "admin@contoso.com";
 /// How long each process may take to answer its readiness URL.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between two readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Builds what is needed and runs the demo.
+/// 16 random bytes in hex: the demo's admin token and single sign-on secret.
+fn random_hex() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 pub fn run() -> Result<()> {
     setup::run()?;
     pane::build()?;
@@ -42,12 +55,20 @@ pub fn run() -> Result<()> {
     let _ = std::fs::remove_file(&sim_cert);
     let pane_url = format!("https://localhost:{SERVER_PORT}/pane/index.html?integration=default");
     let bin = root().join("target/debug");
+    // Single sign-on to the admin page through the simulated Entra ID: a web app with a
+    // fresh secret per run, and a user signed in there who may administer.
+    let sso_secret = random_hex();
     let mut simulator = Killed(
         Command::new(bin.join("vmr-simulator"))
             .args(["--listen", &format!("127.0.0.1:{SIMULATOR_PORT}")])
             .arg("--cert-out")
             .arg(&sim_cert)
             .args(["--pane", &pane_url])
+            .arg("--web-app")
+            .arg(format!(
+                "{SSO_CLIENT_ID},{sso_secret},https://localhost:{SERVER_PORT}/admin/oidc/callback"
+            ))
+            .args(["--signed-in-user", SSO_USER])
             .stdout(Stdio::inherit())
             .spawn()
             .context("starting vmr-simulator")?,
@@ -66,12 +87,7 @@ pub fn run() -> Result<()> {
     }
     let config = data.join("config.toml");
     // A fresh admin token per run, for the admin page (only its hash goes into the config).
-    let admin_token = {
-        use rand::RngCore;
-        let mut bytes = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        hex::encode(bytes)
-    };
+    let admin_token = random_hex();
     let admin_token_sha256 = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(admin_token.as_bytes()))
@@ -89,6 +105,9 @@ pub fn run() -> Result<()> {
              [storage]\nurl = {db}\n\
              [http_client]\nextra_ca_files = [{sim_cert}]\n\
              [admin]\nlisten = \"127.0.0.1:{ADMIN_PORT}\"\napi_token_sha256 = [\"{admin_token_sha256}\"]\n\
+             [admin.oidc]\nissuer = \"https://127.0.0.1:{SIMULATOR_PORT}/{tenant}/v2.0\"\n\
+             client_id = \"{SSO_CLIENT_ID}\"\nclient_secret = \"{sso_secret}\"\n\
+             allowed_users = [\"{SSO_USER}\"]\nbutton_label = \"Sign in with the simulated Entra ID\"\n\
              # Infinity may ask the policy server from this machine only.\n\
              [policy]\nallow_from = [\"127.0.0.1/32\", \"::1/128\"]\n\
              [[integration]]\nid = \"default\"\nresource_email = {resource}\nresource_name = \"VMR Room\"\n\
@@ -105,6 +124,7 @@ pub fn run() -> Result<()> {
             static_dir = q(root().join("static").display().to_string()),
             db = q(format!("sqlite://{}", data.join("vmr-scheduler.db").display())),
             sim_cert = q(sim_cert.display().to_string()),
+            tenant = vmr_simulator::DEFAULT_TENANT,
         ),
     )?;
     let mut server = Killed(
@@ -137,7 +157,8 @@ pub fn run() -> Result<()> {
          \x20 task pane alone:                 {pane_url}\n\
          \x20 health:                          https://localhost:{SERVER_PORT}/healthz\n\
          \x20 metrics (admin listener):        http://127.0.0.1:{ADMIN_PORT}/metrics\n\
-         \x20 admin page:                      https://localhost:{SERVER_PORT}/admin/ (token {admin_token})\n\
+         \x20 admin page:                      https://localhost:{SERVER_PORT}/admin/ (token {admin_token},\n\
+         \x20                                  or single sign-on as {SSO_USER})\n\
          \x20 Infinity policy (loopback only): https://localhost:{SERVER_PORT}/policy/v1/service/configuration?local_alias=<an alias>\n\
          \x20 config and database:             {}\n",
         data.display(),
