@@ -967,6 +967,28 @@ impl Storage {
             .map_err(query_err("reading deferred meetings"))
     }
 
+    /// Puts the deferred meeting `uid` at the back of [`Storage::deferred_meetings`]'s line
+    /// (its item could not be read this time), so meetings that stay stuck never keep the
+    /// others from their turn.
+    pub async fn postpone_deferred_meeting(
+        &self,
+        integration: &str,
+        uid: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE meeting SET updated_at = $3 WHERE integration = $1 AND uid = $2 \
+             AND state = 'deferred'",
+        )
+        .bind(integration)
+        .bind(uid)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("postponing a deferred meeting"))?;
+        Ok(())
+    }
+
     /// The conference of an alias, deleted or not.
     pub async fn conference_for_alias(
         &self,

@@ -5,7 +5,9 @@
 //! used once), drawn the meeting's alias under a fixed id and stored the meeting as
 //! `deferred` ([`super::processor`]). Each cycle this module finishes those meetings:
 //!
-//! 1. read the resource's item of the meeting again (gone: a newer item will be processed);
+//! 1. read the resource's item of the meeting again (gone: a newer item will be processed;
+//!    meanwhile the meeting goes to the back of the line, so that meetings whose item stays
+//!    gone — deleted by hand — never keep the others from their turn);
 //! 2. find the organizer's own calendar item by its CleanGlobalObjectId, impersonating the
 //!    organizer;
 //! 3. unless it already carries the alias's `PXPS:-…#` tag (a crash after step 4), replace
@@ -30,8 +32,8 @@ use super::organizer_copy::{self, Refusal};
 use super::processor::{self, Processed};
 use super::{CycleError, WorkerContext};
 
-/// Deferred meetings completed per cycle (the rest wait for the next one).
-const PER_CYCLE: u32 = 50;
+/// Deferred meetings looked at per cycle (the rest wait for the next one).
+pub const PER_CYCLE: u32 = 50;
 
 /// Completes (or declines) the deferred meetings of the integration; how many were decided.
 pub async fn complete_pending(
@@ -65,6 +67,13 @@ async fn complete(
         Some(Fetched::Meeting(item)) => *item,
         _ => {
             tracing::debug!(uid = %record.uid, "the deferred meeting's item is gone; waiting for a newer one");
+            ctx.storage
+                .postpone_deferred_meeting(
+                    &ctx.integration.config.id,
+                    &record.uid,
+                    ctx.clock.now_unix_ms(),
+                )
+                .await?;
             return Ok(Processed::Unchanged {
                 why: "the deferred meeting's item is gone",
             });

@@ -17,9 +17,12 @@ use vmr_core::meeting::{
 use vmr_core::meeting_tag::TagKey;
 use vmr_core::recurrence::{Pattern, Range, Recurrence};
 use vmr_core::templates::TemplateSet;
+use vmr_exchange::mailbox::{
+    Fetched, Folder, ItemRef, Mailbox, MailboxError, Response, SyncBatch, Wake,
+};
 use vmr_server::integration::Integration;
 use vmr_server::mailbox_worker::processor::{process, Processed};
-use vmr_server::mailbox_worker::{horizon, WorkerContext};
+use vmr_server::mailbox_worker::{deferred, horizon, WorkerContext};
 use vmr_store::NewAlias;
 
 const DAY_MS: i64 = 86_400_000;
@@ -176,4 +179,104 @@ async fn series_windows_roll_forward(db: &TestDb) {
     );
 }
 
-on_both_engines!(series_windows_roll_forward);
+on_both_engines!(
+    series_windows_roll_forward,
+    stuck_deferred_meetings_do_not_starve_the_others
+);
+
+/// A resource mailbox in which every item asked for is gone (deleted by hand); it records
+/// which items were asked for, cycle by cycle.
+#[derive(Default)]
+struct GoneMailbox {
+    fetched: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Mailbox for GoneMailbox {
+    async fn sync(&self, _: Folder, _: Option<&str>) -> Result<SyncBatch, MailboxError> {
+        Err(MailboxError::Transient("not used here".into()))
+    }
+
+    async fn fetch(&self, items: &[ItemRef]) -> Result<Vec<Fetched>, MailboxError> {
+        let mut fetched = self.fetched.lock().expect("lock");
+        Ok(items
+            .iter()
+            .map(|i| {
+                fetched.push(i.id.clone());
+                Fetched::Gone { id: i.id.clone() }
+            })
+            .collect())
+    }
+
+    async fn respond(&self, _: &ItemRef, _: Response, _: &str) -> Result<(), MailboxError> {
+        Err(MailboxError::Transient("not used here".into()))
+    }
+
+    async fn wait_for_changes(&self, _: Duration) -> Result<Wake, MailboxError> {
+        Ok(Wake::Timeout)
+    }
+
+    async fn organizer_item(&self, _: &str, _: &str) -> Result<Option<MeetingItem>, MailboxError> {
+        Err(MailboxError::Transient("not used here".into()))
+    }
+
+    async fn update_organizer_body(
+        &self,
+        _: &str,
+        _: &ItemRef,
+        _: &str,
+    ) -> Result<ItemRef, MailboxError> {
+        Err(MailboxError::Transient("not used here".into()))
+    }
+}
+
+/// One more deferred meeting than a cycle looks at, every item gone: the second cycle must
+/// reach the meeting the first one had no room for (the looked-at ones go to the back of the
+/// line), not look at the same stuck ones again.
+async fn stuck_deferred_meetings_do_not_starve_the_others(db: &TestDb) {
+    let clock = ManualClock::at_unix(MONDAY_9 / 1000);
+    let (ctx, _) = context(db, clock.clone()).await;
+    let raw = db.raw().await;
+    let waiting = i64::from(deferred::PER_CYCLE) + 1;
+    for i in 0..waiting {
+        sqlx::query(
+            "INSERT INTO meeting (integration, uid, state, is_series, sequence, revision, \
+             schedule_json, fingerprint, organizer_email, subject, item_id, updated_at) \
+             VALUES ('default', $1, 'deferred', 0, 0, 0, '{}', 'f', 'alice@example.com', 's', $2, $3)",
+        )
+        .bind(format!("uid-{i:02}"))
+        .bind(format!("gone-{i:02}"))
+        .bind(MONDAY_9 - (waiting - i) * 1000)
+        .execute(&raw)
+        .await
+        .expect("deferred meeting row");
+    }
+    let mailbox = GoneMailbox::default();
+    assert_eq!(
+        deferred::complete_pending(&ctx, &mailbox)
+            .await
+            .expect("cycle 1"),
+        0
+    );
+    let first: Vec<String> = std::mem::take(&mut *mailbox.fetched.lock().expect("lock"));
+    assert_eq!(first.len(), deferred::PER_CYCLE as usize);
+    assert_eq!(first[0], "gone-00");
+    assert!(!first.contains(&"gone-50".to_owned()));
+
+    clock.advance(Duration::from_secs(5));
+    deferred::complete_pending(&ctx, &mailbox)
+        .await
+        .expect("cycle 2");
+    let second = mailbox.fetched.lock().expect("lock").clone();
+    assert_eq!(
+        second.first().map(String::as_str),
+        Some("gone-50"),
+        "the meeting left out of cycle 1 comes first in cycle 2: {second:?}"
+    );
+    // Still deferred, waiting for a newer item: nothing was declined or deleted.
+    let still: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meeting WHERE state = 'deferred'")
+        .fetch_one(&raw)
+        .await
+        .expect("count");
+    assert_eq!(still, waiting);
+}
