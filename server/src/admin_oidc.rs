@@ -58,6 +58,14 @@ pub enum OidcError {
         "{0} may not administer this server (not in admin.oidc.allowed_users or allowed_groups)"
     )]
     NotAllowed(String),
+    /// A user whose groups the provider left out of the ID token (Entra ID does past 200
+    /// groups, marking the token with `hasgroups` or `_claim_names`), not listed by name.
+    #[error(
+        "{0} is not in admin.oidc.allowed_users, and the provider left the user's groups out of \
+         the ID token (too many groups): list the user in allowed_users, or have the app's \
+         tokens carry only the groups assigned to it"
+    )]
+    GroupsOmitted(String),
 }
 
 /// A sign-in in progress: what the browser keeps in a cookie between the start and the
@@ -416,6 +424,15 @@ impl OidcSignIn {
             })
             .unwrap_or_default();
         if !self.config.allows(&user, &groups) {
+            let omitted = jwt.payload.contains_key("hasgroups")
+                || jwt
+                    .payload
+                    .get("_claim_names")
+                    .and_then(Value::as_object)
+                    .is_some_and(|names| names.contains_key("groups"));
+            if omitted && !self.config.allowed_groups.is_empty() {
+                return Err(OidcError::GroupsOmitted(user));
+            }
             return Err(OidcError::NotAllowed(user));
         }
         Ok(SignedIn { user, groups })

@@ -14,7 +14,8 @@
 //!   authenticates with its secret (`client_secret_post` or HTTP Basic), the code is used once
 //!   within 10 minutes, the redirect URI must match, and the PKCE verifier must hash to the
 //!   challenge (S256). The answer carries an RS256 `id_token` with `aud` = client id, the
-//!   request's `nonce`, `preferred_username`, `email`, `name`, `oid`, `tid` and `groups`.
+//!   request's `nonce`, `preferred_username`, `email`, `name`, `oid`, `tid` and `groups` —
+//!   past 200 groups none, and the overage marker `_claim_names` instead, as Entra does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +35,8 @@ use crate::jwt::unix_now;
 
 /// How long an authorization code may be redeemed (Entra: about 10 minutes).
 const CODE_SECONDS: i64 = 600;
+/// Most groups Entra puts in an ID token (JWT); beyond, none and an overage marker.
+const GROUPS_IN_TOKEN: usize = 200;
 
 /// A web application registered in the tenant.
 #[derive(Debug, Clone)]
@@ -369,10 +372,19 @@ async fn token(
         "email": pending.user.email,
         "sub": crate::exchange_identity::msexchuid_for(&format!("sub:{oid}:{client_id}")),
         "tid": issuer.tenant_id(),
-        "groups": pending.user.groups,
         "uti": uuid::Uuid::new_v4().simple().to_string(),
         "ver": "2.0",
     });
+    // Past 200 groups Entra leaves them out and points to Graph instead (group overage).
+    if pending.user.groups.len() > GROUPS_IN_TOKEN {
+        claims["_claim_names"] = json!({"groups": "src1"});
+        claims["_claim_sources"] = json!({"src1": {"endpoint": format!(
+            "https://graph.windows.net/{}/users/{oid}/getMemberObjects",
+            issuer.tenant_id()
+        )}});
+    } else {
+        claims["groups"] = json!(pending.user.groups);
+    }
     if let Some(nonce) = &pending.nonce {
         claims["nonce"] = json!(nonce);
     }

@@ -246,6 +246,21 @@ async fn single_sign_on_signs_in_allowed_users_and_groups_only() {
         "{body}"
     );
 
+    // Carol is in the admins group, but also in 250 others: Entra leaves her groups out.
+    let many: Vec<String> = (0..250).map(|i| format!("group-{i}")).collect();
+    let mut carol_groups: Vec<&str> = many.iter().map(String::as_str).collect();
+    carol_groups.push(ADMINS_GROUP);
+    entra.sign_in_as(Some(("carol@contoso.com", &carol_groups)));
+    let (url, cookie) = to_callback(&h).await;
+    let (status, body, session) = callback(&h, &url, Some(&cookie)).await;
+    assert_eq!((status, session), (StatusCode::FORBIDDEN, None));
+    assert!(
+        body.contains(
+            "carol@contoso.com is not in admin.oidc.allowed_users, and the provider left"
+        ),
+        "{body}"
+    );
+
     // Nobody signed in at the provider: its own refusal is shown.
     entra.sign_in_as(None);
     let (url, cookie) = to_callback(&h).await;
