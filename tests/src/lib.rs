@@ -12,6 +12,7 @@ pub mod mailbox;
 pub mod policy_load;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -406,9 +407,14 @@ pub fn insecure_client() -> Result<reqwest::Client> {
 }
 
 /// Headless Debian Chromium driven through chromedriver.
+///
+/// chromedriver runs in a process group of its own, which the Chromium it starts joins:
+/// dropping the `Browser` kills the whole group, so a test that fails half-way (and never
+/// closes its session) leaves no Chromium behind, and then removes the profile directory.
 pub struct Browser {
     driver: Child,
     pub client: fantoccini::Client,
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -431,9 +437,10 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .context("starting chromedriver")?;
-        let profile = tempfile::tempdir()?.keep();
+        let profile = tempfile::tempdir()?;
         let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
             serde_json::json!({
                 "goog:chromeOptions": {
@@ -443,7 +450,7 @@ impl Browser {
                         "--disable-quic", "--no-first-run", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
                         "--window-size=1280,900",
-                        format!("--user-data-dir={}", profile.display()),
+                        format!("--user-data-dir={}", profile.path().display()),
                     ]
                 }
             }),
@@ -471,14 +478,20 @@ impl Browser {
                 .connect(&url)
                 .await
             {
-                Ok(client) => return Ok(Browser { driver, client }),
+                Ok(client) => {
+                    return Ok(Browser {
+                        driver,
+                        client,
+                        _profile: profile,
+                    })
+                }
                 Err(e) => {
                     last = Some(e.to_string());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-        let _ = driver.kill();
+        kill_group(&mut driver);
         bail!(
             "cannot start a Chromium session: {}",
             last.unwrap_or_default()
@@ -694,8 +707,19 @@ impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
     }
 }
 
+/// Kills chromedriver's process group (chromedriver and every Chromium process it started)
+/// and reaps chromedriver.
+fn kill_group(driver: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", driver.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = driver.kill();
+    let _ = driver.wait();
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        kill_group(&mut self.driver);
     }
 }
