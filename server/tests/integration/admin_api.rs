@@ -9,10 +9,10 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
-use vmr_core::config::{AdminTokenConfig, Config, IntegrationConfig, Role};
-use vmr_server::app::{serve, App};
+use vmr_core::config::{AdminTokenConfig, IntegrationConfig, Role};
 
 use crate::common;
+use crate::in_process;
 use common::TestDb;
 
 /// A token listed in `admin.api_token_sha256` (audited as `token-<8 hex>`).
@@ -35,24 +35,11 @@ struct Harness {
     origin: String,
     client: reqwest::Client,
     raw: AnyPool,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: in_process::Running,
 }
 
 async fn start(db: &TestDb) -> Harness {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut config = Config {
-        role: Role::All,
-        ..Config::default()
-    };
-    config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
-    config.server.public_host = format!("127.0.0.1:{port}");
-    config.server.dist_dir = root.join("dist");
-    config.server.static_dir = root.join("static");
-    config.storage.url = db.url.clone();
+    let mut config = in_process::config(Role::All, &db.url);
     config.admin.api_token_sha256 = vec![sha256_hex(UNNAMED_TOKEN)];
     config.admin.tokens = vec![AdminTokenConfig {
         label: "alice".into(),
@@ -66,26 +53,14 @@ async fn start(db: &TestDb) -> Harness {
         ..config.integrations[0].clone()
     };
     config.integrations.push(second);
-    config.validate().expect("valid config");
-    let app = App::build(config).await.expect("app builds");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, fut) = serve(app, async {
-        let _ = rx.await;
-    })
-    .await
-    .expect("serve");
-    tokio::spawn(fut);
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .expect("client");
+    let server = in_process::start(config).await;
     let raw = db.raw().await;
     seed(&raw).await;
     Harness {
-        origin: format!("https://{addr}"),
-        client,
+        origin: server.origin.clone(),
+        client: in_process::client(true),
         raw,
-        _shutdown: tx,
+        _server: server,
     }
 }
 

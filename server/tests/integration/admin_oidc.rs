@@ -7,11 +7,12 @@
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
-use vmr_core::config::{AdminOidcConfig, Config, Role};
+use vmr_core::config::{AdminOidcConfig, Role};
 use vmr_core::secret::Secret;
 use vmr_server::admin_page::{OIDC_COOKIE, SESSION_COOKIE};
-use vmr_server::app::{serve, App};
 use vmr_simulator::RunningSimulator;
+
+use crate::in_process;
 
 const CLIENT_ID: &str = "5b1f3c9e-0d6a-4e1b-9f7e-admin0000001";
 const CLIENT_SECRET: &str = "oidc-test-client-secret";
@@ -22,33 +23,15 @@ struct Harness {
     origin: String,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: in_process::Running,
 }
 
 async fn start(client_secret: &str) -> Harness {
-    let sim = vmr_simulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        vmr_simulator::DEFAULT_TENANT,
-    )
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("sim.pem");
-    sim.tls.write_cert_pem(&cert).expect("cert");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut config = Config {
-        role: Role::All,
-        ..Config::default()
-    };
-    config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
-    config.server.public_host = format!("127.0.0.1:{port}");
-    config.server.dist_dir = root.join("dist");
-    config.server.static_dir = root.join("static");
-    config.storage.url = format!("sqlite://{}", dir.path().join("vmr.db").display());
+    let (sim, dir, cert) = in_process::simulator().await;
+    let mut config = in_process::config(
+        Role::All,
+        &format!("sqlite://{}", dir.path().join("vmr.db").display()),
+    );
     config.http_client.extra_ca_files = vec![cert];
     config.admin.oidc = Some(AdminOidcConfig {
         issuer: sim.simulator.entra.issuer(),
@@ -59,31 +42,18 @@ async fn start(client_secret: &str) -> Harness {
         button_label: Some("Sign in with Contoso".into()),
         ..AdminOidcConfig::default()
     });
-    config.validate().expect("valid config");
     sim.simulator.entra.register_client(
         CLIENT_ID,
         CLIENT_SECRET,
-        &format!("https://127.0.0.1:{port}/admin/oidc/callback"),
+        &format!("https://{}/admin/oidc/callback", config.server.public_host),
     );
-    let app = App::build(config).await.expect("app builds");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, fut) = serve(app, async {
-        let _ = rx.await;
-    })
-    .await
-    .expect("serve");
-    tokio::spawn(fut);
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let server = in_process::start(config).await;
     Harness {
         sim,
-        origin: format!("https://{addr}"),
-        http,
+        origin: server.origin.clone(),
+        http: in_process::client(false),
         _dir: dir,
-        _stop: tx,
+        _server: server,
     }
 }
 

@@ -8,11 +8,11 @@
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use vmr_core::config::{AdminTokenConfig, Config, Role};
+use vmr_core::config::{AdminTokenConfig, Role};
 use vmr_server::admin_page::{LOGIN_COOKIE, SESSION_COOKIE};
-use vmr_server::app::{serve, App};
 
 use crate::common;
+use crate::in_process;
 use common::TestDb;
 
 const ALICE_TOKEN: &str = "admin-sessions-test-alice-token";
@@ -21,44 +21,14 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// One management server on `db`; its origin and the handle that stops it when dropped.
-async fn start(db: &TestDb) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut config = Config {
-        role: Role::All,
-        ..Config::default()
-    };
-    config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
-    config.server.public_host = format!("127.0.0.1:{port}");
-    config.server.dist_dir = root.join("dist");
-    config.server.static_dir = root.join("static");
-    config.storage.url = db.url.clone();
+/// One management server on `db`.
+async fn start(db: &TestDb) -> in_process::Running {
+    let mut config = in_process::config(Role::All, &db.url);
     config.admin.tokens = vec![AdminTokenConfig {
         label: "alice".into(),
         sha256: sha256_hex(ALICE_TOKEN),
     }];
-    config.validate().expect("valid config");
-    let app = App::build(config).await.expect("app builds");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, fut) = serve(app, async {
-        let _ = rx.await;
-    })
-    .await
-    .expect("serve");
-    tokio::spawn(fut);
-    (format!("https://{addr}"), tx)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
+    in_process::start(config).await
 }
 
 /// The value `response` sets for cookie `name`.
@@ -128,9 +98,10 @@ async fn overview(http: &reqwest::Client, origin: &str, session: &str) -> Option
 }
 
 async fn a_session_is_shared_by_every_instance_and_stored_hashed(db: &TestDb) {
-    let (a, _stop_a) = start(db).await;
-    let (b, _stop_b) = start(db).await;
-    let http = client();
+    let server_a = start(db).await;
+    let server_b = start(db).await;
+    let (a, b) = (server_a.origin.clone(), server_b.origin.clone());
+    let http = in_process::client(false);
     let session = sign_in(&http, &a).await;
 
     // B never saw the sign-in, and honours it.
@@ -164,9 +135,9 @@ async fn a_session_is_shared_by_every_instance_and_stored_hashed(db: &TestDb) {
 
     // A restarted instance keeps a session made before its restart.
     let session = sign_in(&http, &a).await;
-    drop(_stop_a);
-    let (a2, _stop_a2) = start(db).await;
-    assert!(overview(&http, &a2, &session).await.is_some());
+    drop(server_a);
+    let restarted = start(db).await;
+    assert!(overview(&http, &restarted.origin, &session).await.is_some());
 }
 
 on_both_engines!(a_session_is_shared_by_every_instance_and_stored_hashed);

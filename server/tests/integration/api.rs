@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use vmr_core::config::{Config, Role};
 use vmr_protocol::tag::{find_tag, MeetingTag};
-use vmr_server::app::{serve, App};
+use vmr_server::app::App;
 use vmr_simulator::exchange_identity::IdentityClaims;
 use vmr_simulator::RunningSimulator;
 use vmr_store::Storage;
+
+use crate::in_process;
 
 struct Harness {
     sim: RunningSimulator,
@@ -19,7 +21,7 @@ struct Harness {
     db_url: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: in_process::Running,
 }
 
 /// Deferral key of the test deployment (edge and management share it).
@@ -29,58 +31,26 @@ const ADMIN_TOKEN: &str = "api-test-admin-token";
 const ADMIN_TOKEN_SHA256: &str = "86584a5e1549062637b2ded9a110557779568cdd0e34e8bc9fa1363fd6a5cbbb";
 
 async fn start(role: Role, tweak: impl FnOnce(&mut Config)) -> Harness {
-    let sim = vmr_simulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        vmr_simulator::DEFAULT_TENANT,
-    )
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("sim.pem");
-    sim.tls.write_cert_pem(&cert).expect("cert");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let (sim, dir, cert) = in_process::simulator().await;
     let db_url = format!("sqlite://{}", dir.path().join("vmr.db").display());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut config = Config {
-        role,
-        ..Config::default()
-    };
-    config.server.listen = format!("127.0.0.1:{port}").parse().expect("listen");
-    config.server.public_host = format!("127.0.0.1:{port}");
-    config.server.dist_dir = root.join("dist");
-    config.server.static_dir = root.join("static");
-    config.storage.url = db_url.clone();
+    let mut config = in_process::config(role, &db_url);
     config.http_client.extra_ca_files = vec![cert];
     config.management.shared_secret = Some("a-shared-secret-of-some-length".into());
     config.management.deferral_key = Some(DEFERRAL_KEY.into());
     config.admin.api_token_sha256 = vec![ADMIN_TOKEN_SHA256.into()];
     config.integrations[0].auth.exchange_metadata = vec![sim.local_addr.to_string()];
     tweak(&mut config);
-    config.validate().expect("valid config");
     let pane_url = config.integrations[0].pane_url(&config.server);
-    let app = App::build(config).await.expect("app builds");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, fut) = serve(app, async {
-        let _ = rx.await;
-    })
-    .await
-    .expect("serve");
-    tokio::spawn(fut);
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .expect("client");
+    let server = in_process::start(config).await;
+    let client = in_process::client(true);
     Harness {
         sim,
-        origin: format!("https://{addr}"),
+        origin: server.origin.clone(),
         pane_url,
         db_url,
         client,
         _dir: dir,
-        _shutdown: tx,
+        _server: server,
     }
 }
 

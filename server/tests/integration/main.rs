@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod common;
+mod in_process;
 
 mod admin_api;
 mod admin_oidc;

@@ -10,6 +10,8 @@ use vmr_server::mailbox_worker::connect::ews_mailbox;
 use vmr_simulator::ews::ntlm::NtlmStep;
 use vmr_simulator::ews::{DEFAULT_RESOURCE, DEFAULT_SERVICE_PASSWORD};
 
+use crate::in_process;
+
 fn config(url: String, ca_file: Option<std::path::PathBuf>) -> ExchangeConfig {
     let mut config = ExchangeConfig::new(
         url,
@@ -25,15 +27,7 @@ fn config(url: String, ca_file: Option<std::path::PathBuf>) -> ExchangeConfig {
 
 #[tokio::test]
 async fn a_configured_ntlm_mailbox_syncs_with_channel_binding() {
-    let sim = vmr_simulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        vmr_simulator::DEFAULT_TENANT,
-    )
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("sim.pem");
-    sim.tls.write_cert_pem(&cert).expect("cert");
+    let (sim, _dir, cert) = in_process::simulator().await;
 
     let mailbox = ews_mailbox(
         "integration[0].exchange",

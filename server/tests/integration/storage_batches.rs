@@ -25,6 +25,8 @@ use crate::common;
 
 use common::TestDb;
 
+use crate::in_process;
+
 const INTEGRATION: &str = "batches";
 /// Good rows queued around the bad one (well under one group's 256 rows).
 const GOOD_ROWS: usize = 120;
@@ -263,15 +265,7 @@ async fn conflicting_draws_in_one_group_are_reported(db: &TestDb) {
 /// is written; the same request without it allocates.
 #[tokio::test]
 async fn control_characters_are_refused_with_400_and_store_nothing() {
-    let sim = vmr_simulator::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        vmr_simulator::DEFAULT_TENANT,
-    )
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("sim.pem");
-    sim.tls.write_cert_pem(&cert).expect("cert");
+    let (sim, dir, cert) = in_process::simulator().await;
     let db_url = format!("sqlite://{}", dir.path().join("vmr.db").display());
     let mut config = Config {
         role: Role::All,
