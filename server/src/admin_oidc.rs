@@ -137,7 +137,6 @@ impl Default for Pending {
 pub struct SignedIn {
     /// The sign-in name: what the session and the audit log call them.
     pub user: String,
-    pub groups: Vec<String>,
 }
 
 /// The provider's endpoints and keys, as fetched.
@@ -187,11 +186,6 @@ impl OidcSignIn {
             .clone()
             .filter(|l| !l.trim().is_empty())
             .unwrap_or_else(|| "Sign in with single sign-on".to_owned())
-    }
-
-    /// The redirect URI to register with the provider.
-    pub fn redirect_uri(&self) -> &str {
-        &self.redirect_uri
     }
 
     async fn get_json(&self, url: &str, what: &str) -> Result<Value, OidcError> {
@@ -435,7 +429,7 @@ impl OidcSignIn {
             }
             return Err(OidcError::NotAllowed(user));
         }
-        Ok(SignedIn { user, groups })
+        Ok(SignedIn { user })
     }
 }
 

@@ -176,9 +176,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// A `__Host-` cookie (Secure, HttpOnly, Path=/) that stays on this site (`SameSite=Strict`).
 fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    cookie_header(name, value, "Strict", max_age_secs)
+}
+
+fn cookie_header(name: &str, value: &str, same_site: &str, max_age_secs: i64) -> HeaderValue {
     let text = format!(
-        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}"
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -461,10 +466,7 @@ async fn start_session(
 /// The cookie holding a single sign-on in progress. `SameSite=Lax`: the provider sends the
 /// browser back with a cross-site navigation, which never carries `Strict` cookies.
 fn oidc_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
-    let text = format!(
-        "{OIDC_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}"
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    cookie_header(OIDC_COOKIE, value, "Lax", max_age_secs)
 }
 
 /// `GET /admin/oidc/start`: off to the provider, with a fresh state, nonce and verifier.

@@ -44,7 +44,7 @@ use vmr_store::{CommandLease, CommandLeaseError};
 
 use crate::alias_service::{self, Requested};
 use crate::app::ManagementState;
-use crate::mailbox_worker::leadership::this_instance;
+use crate::mailbox_worker::leadership::host_name;
 use crate::mailbox_worker::organizer_copy::{self, Refusal};
 use crate::mailbox_worker::processor::{self, Processed};
 use crate::mailbox_worker::{read_folder, workers, Pages, WorkerContext};
@@ -171,10 +171,14 @@ pub async fn run(state: &ManagementState, options: &RecoverOptions) -> anyhow::R
 /// mailbox and what to do.
 async fn take_lease(ctx: &WorkerContext) -> anyhow::Result<CommandLease> {
     let id = &ctx.integration.config.id;
-    let me = this_instance(&ctx.clock);
     match ctx
         .storage
-        .take_command_lease(id, &me.host, me.pid, ctx.clock.now_unix_ms())
+        .take_command_lease(
+            id,
+            &host_name(),
+            std::process::id(),
+            ctx.clock.now_unix_ms(),
+        )
         .await
     {
         Ok(lease) => Ok(lease),

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::entra::EntraIssuer;
 use crate::jwt::unix_now;
+use crate::outlook::escape_html;
 
 /// How long an authorization code may be redeemed (Entra: about 10 minutes).
 const CODE_SECONDS: i64 = 600;
@@ -131,15 +132,38 @@ pub fn router(issuer: Arc<EntraIssuer>) -> Router {
 
 /// A page Entra shows when it cannot send the browser back.
 fn error_page(message: &str) -> Response {
-    (
+    html_page(
         StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         format!(
             "<!doctype html><title>Sign in</title><p>Sorry, but we're having trouble signing you in.</p><p>{}</p>",
-            message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+            escape_html(message)
         ),
     )
+}
+
+fn html_page(status: StatusCode, html: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
         .into_response()
+}
+
+/// `redirect_uri` with `pairs` and the request's `state` added to its query; `None` when
+/// it is not a URL.
+fn back_to(redirect_uri: &str, pairs: &[(&str, &str)], state: Option<&String>) -> Option<String> {
+    let mut url = url::Url::parse(redirect_uri).ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+        if let Some(state) = state {
+            q.append_pair("state", state);
+        }
+    }
+    Some(url.into())
 }
 
 /// `redirect_uri?error=…&error_description=…&state=…`.
@@ -149,19 +173,14 @@ fn redirect_error(
     error: &str,
     description: &str,
 ) -> Response {
-    let mut url = match url::Url::parse(redirect_uri) {
-        Ok(url) => url,
-        Err(_) => return error_page(description),
-    };
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("error", error);
-        q.append_pair("error_description", description);
-        if let Some(state) = state {
-            q.append_pair("state", state);
-        }
+    match back_to(
+        redirect_uri,
+        &[("error", error), ("error_description", description)],
+        state,
+    ) {
+        Some(url) => Redirect::to(&url).into_response(),
+        None => error_page(description),
     }
-    Redirect::to(url.as_str()).into_response()
 }
 
 async fn authorize(
@@ -238,38 +257,21 @@ async fn authorize(
         },
     );
     drop(inner);
-    let mut url = match url::Url::parse(&redirect_uri) {
-        Ok(url) => url,
-        Err(_) => return error_page("the redirect URI is not a URL"),
+    let Some(url) = back_to(&redirect_uri, &[("code", &code)], state) else {
+        return error_page("the redirect URI is not a URL");
     };
-    {
-        let mut pairs = url.query_pairs_mut();
-        pairs.append_pair("code", &code);
-        if let Some(state) = state {
-            pairs.append_pair("state", state);
-        }
-    }
     if picker {
-        let escape = |t: &str| {
-            t.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
-        let page = format!(
-            "<!doctype html><html lang=\"en\"><title>Sign in to your account</title>\
-             <h1>Pick an account</h1><p><a id=\"continue\" href=\"{}\">Continue as {}</a></p></html>",
-            escape(url.as_str()),
-            escape(&email)
-        );
-        return (
+        return html_page(
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            page,
-        )
-            .into_response();
+            format!(
+                "<!doctype html><html lang=\"en\"><title>Sign in to your account</title>\
+                 <h1>Pick an account</h1><p><a id=\"continue\" href=\"{}\">Continue as {}</a></p></html>",
+                escape_html(&url),
+                escape_html(&email)
+            ),
+        );
     }
-    Redirect::to(url.as_str()).into_response()
+    Redirect::to(&url).into_response()
 }
 
 fn token_error(status: StatusCode, error: &str, description: &str) -> Response {

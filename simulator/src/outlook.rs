@@ -317,7 +317,7 @@ struct InboxQuery {
 }
 
 /// Text safe inside HTML element content and double-quoted attributes.
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

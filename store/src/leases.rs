@@ -351,13 +351,7 @@ impl Leases {
     /// fresh heartbeat and a lease session PostgreSQL still sees (its instance lock in
     /// `pg_locks`); on SQLite a fresh heartbeat and, on this host, a running pid.
     pub async fn live_instances(&self, now: i64) -> Result<Vec<InstanceRecord>, StorageError> {
-        let fresh: Vec<InstanceRecord> = self
-            .storage
-            .management_instances()
-            .await?
-            .into_iter()
-            .filter(|i| i.heartbeat_at >= now - INSTANCE_STALE_AFTER_MS)
-            .collect();
+        let fresh = self.storage.fresh_instances(now).await?;
         if self.storage.sqlite {
             return Ok(fresh
                 .into_iter()
@@ -506,10 +500,9 @@ impl Storage {
         };
         if self.sqlite {
             let running: Vec<InstanceRecord> = self
-                .management_instances()
+                .fresh_instances(now)
                 .await?
                 .into_iter()
-                .filter(|i| i.heartbeat_at >= now - INSTANCE_STALE_AFTER_MS)
                 .filter(|i| process_may_run(i, host, pid))
                 .collect();
             return match running.first() {
@@ -556,6 +549,17 @@ impl Storage {
                  (another recover, or an instance that has not recorded itself yet)"
             ),
         }))
+    }
+
+    /// Registered management instances whose heartbeat is fresh at `now` (not older than
+    /// [`INSTANCE_STALE_AFTER_MS`]).
+    async fn fresh_instances(&self, now: i64) -> Result<Vec<InstanceRecord>, StorageError> {
+        Ok(self
+            .management_instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.heartbeat_at >= now - INSTANCE_STALE_AFTER_MS)
+            .collect())
     }
 
     /// Every registered management instance.

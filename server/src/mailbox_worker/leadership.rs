@@ -52,9 +52,9 @@ impl Candidate {
     }
 }
 
-/// Who this process is: a fresh uuid, the host name, the pid and the start time.
-pub fn this_instance(clock: &SharedClock) -> InstanceIdentity {
-    let host = std::env::var("HOSTNAME")
+/// This machine's name (`HOSTNAME`, else the kernel's), as instances record it.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.trim().is_empty())
         .or_else(|| {
@@ -63,10 +63,14 @@ pub fn this_instance(clock: &SharedClock) -> InstanceIdentity {
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
         })
-        .unwrap_or_else(|| "unknown-host".to_owned());
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// Who this process is: a fresh uuid, the host name, the pid and the start time.
+pub fn this_instance(clock: &SharedClock) -> InstanceIdentity {
     InstanceIdentity {
         instance_id: uuid::Uuid::new_v4().to_string(),
-        host,
+        host: host_name(),
         pid: std::process::id(),
         started_at: clock.now_unix_ms(),
     }
